@@ -1,0 +1,181 @@
+"""Layered energy-based networks relaxed by exact block-coordinate descent.
+
+A network has layers ``s_0 .. s_L``: ``s_0`` is the clamped input, ``s_1 .. s_L`` are free
+(``s_L`` is the output). ``weights[k]`` couples layer ``k`` and ``k+1`` (shape ``(n_k, n_{k+1})``)
+and ``biases[k]`` acts on layer ``k+1``. No coupling exists inside a layer, so each layer's
+exact minimiser given its neighbours is closed form; odd and even layers alternate.
+
+The output layer can be nudged towards a target by adding ``beta * C`` to the energy, with the
+squared-error cost ``C = ½‖s_L − t‖²``; ``beta = inf`` clamps the output to the target.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+class RelaxationDiverged(RuntimeError):
+    """The relaxation produced NaN or inf: the network's parameters are unusable."""
+
+
+@dataclass
+class Relaxation:
+    """Result of a relaxation: the free layers' final state, the last sweep's residual
+    (max absolute change of any unit, normalised units or V) and the sweeps run."""
+
+    state: list[Tensor]
+    residual: float
+    sweeps: int
+
+
+class LayeredNetwork(ABC):
+    """Common machinery of the deep Hopfield and deep resistive networks."""
+
+    sizes: list[int]
+    weights: list[Tensor]
+    biases: list[Tensor]
+
+    def __init__(self, sizes: list[int], dtype: torch.dtype = torch.float32) -> None:
+        if len(sizes) < 2 or any(int(n) < 1 for n in sizes):
+            raise ValueError(f"layer sizes must be >= 2 positive integers, got {sizes}")
+        self.sizes = [int(n) for n in sizes]
+        self.dtype = dtype
+
+    # ---- interface the subclasses implement -------------------------------------------
+    @abstractmethod
+    def input_layer(self, x: Tensor) -> Tensor:
+        """The clamped layer ``s_0`` for raw inputs ``x`` of shape (batch, features)."""
+
+    @abstractmethod
+    def energy(self, x: Tensor, state: list[Tensor]) -> Tensor:
+        """Energy of each sample, shape (batch,)."""
+
+    @abstractmethod
+    def param_grads(self, x: Tensor, state: list[Tensor]) -> list[Tensor]:
+        """∂E/∂θ averaged over the batch, in the order of :meth:`params`."""
+
+    @abstractmethod
+    def _layer_solve(self, k: int, drive: Tensor, beta: float, target: Tensor | None) -> Tensor:
+        """Exact minimiser of layer ``k`` (1-based) given its summed neighbour drive."""
+
+    @abstractmethod
+    def _output_stiffness(self) -> float:
+        """Smallest curvature of the energy along an output unit (for the β < 0 check)."""
+
+    @property
+    @abstractmethod
+    def signed(self) -> list[bool]:
+        """Per parameter (order of :meth:`params`): may it take negative values?"""
+
+    # ---- shared ------------------------------------------------------------------------
+    def params(self) -> list[Tensor]:
+        """All parameters: weights then biases."""
+        return [*self.weights, *self.biases]
+
+    @property
+    def num_layers(self) -> int:
+        """Number of free layers L (hidden layers + output)."""
+        return len(self.sizes) - 1
+
+    def init_state(self, batch: int) -> list[Tensor]:
+        """All-zero free layers."""
+        return [torch.zeros(batch, n, dtype=self.dtype) for n in self.sizes[1:]]
+
+    def output(self, state: list[Tensor]) -> Tensor:
+        return state[-1]
+
+    @staticmethod
+    def cost(state: list[Tensor], target: Tensor) -> Tensor:
+        """Squared error ½‖s_L − t‖² per sample, shape (batch,)."""
+        return 0.5 * (state[-1] - target).pow(2).sum(1)
+
+    def _drive(self, k: int, state: list[Tensor], input_drive: Tensor) -> Tensor:
+        """Σ of couplings into layer k (1-based) from its neighbours, plus its bias."""
+        if k == 1:
+            d = input_drive
+        else:
+            d = torch.addmm(self.biases[k - 1], state[k - 2], self.weights[k - 1])
+        if k < self.num_layers:
+            d = torch.addmm(d, state[k], self.weights[k].t())
+        return d
+
+    def _input(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Clamped input layer and its drive on layer 1, reused across the phases of a batch
+        (the key is the input tensor and the versions of the parameters it depends on)."""
+        w, b = self.weights[0], self.biases[0]
+        key = (id(x), x._version, id(w), w._version, id(b), b._version)
+        cache = getattr(self, "_input_cache", None)
+        if cache is None or cache[0] != key or cache[1] is not x or w.requires_grad:
+            s_in = self.input_layer(x)
+            cache = (key, x, s_in, torch.addmm(b, s_in, w))
+            self._input_cache = cache
+        return cache[2], cache[3]
+
+    def relax(
+        self,
+        x: Tensor,
+        state: list[Tensor] | None = None,
+        *,
+        beta: float = 0.0,
+        target: Tensor | None = None,
+        sweeps: int = 15,
+        tol: float = 0.0,
+    ) -> Relaxation:
+        """Exact block-coordinate relaxation: odd layers, then even layers, per sweep.
+
+        Stops after ``sweeps`` sweeps or once a sweep changes no unit by more than ``tol``
+        (``tol = 0`` runs all sweeps). Raises :class:`RelaxationDiverged` on NaN/inf.
+        """
+        if sweeps < 1:
+            raise ValueError(f"sweeps must be >= 1, got {sweeps}")
+        if beta != 0.0 and target is None:
+            raise ValueError("a nudged relaxation (beta != 0) needs a target")
+        if beta < 0.0 and beta + self._output_stiffness() <= 0.0:
+            raise ValueError(f"beta={beta} makes the nudged output energy non-convex")
+        s_in, input_drive = self._input(x)
+        state = list(self.init_state(x.shape[0]) if state is None else state)
+        order = list(range(1, self.num_layers + 1, 2)) + list(range(2, self.num_layers + 1, 2))
+        residual = math.inf
+        done = 0
+        for done in range(1, sweeps + 1):
+            check = tol > 0.0 or done == sweeps
+            old = [s for s in state] if check else None
+            for k in order:
+                drive = self._drive(k, state, input_drive)
+                state[k - 1] = self._layer_solve(k, drive, beta, target)
+            if check:
+                residual = max(float((s - o).detach().abs().max()) for s, o in zip(state, old))
+                if not math.isfinite(residual):
+                    raise RelaxationDiverged(
+                        "relaxation diverged (NaN/inf in the network state); "
+                        "lower the learning rate or check the parameters"
+                    )
+                if residual <= tol:
+                    break
+        return Relaxation(state=state, residual=residual, sweeps=done)
+
+    def predict(self, x: Tensor, sweeps: int = 15) -> Tensor:
+        """Class predicted for each sample: argmax of the free equilibrium's output."""
+        return self.output(self.relax(x, sweeps=sweeps).state).argmax(1)
+
+    def state_dict(self) -> dict:
+        return {"sizes": self.sizes, "params": [p.clone() for p in self.params()]}
+
+    def load_params(self, params: list[Tensor]) -> None:
+        for p, q in zip(self.params(), params, strict=True):
+            if p.shape != q.shape:
+                raise ValueError(f"parameter shape {tuple(q.shape)} != {tuple(p.shape)}")
+            p.copy_(q)
+
+    def _nudged_output(self, drive: Tensor, den: Tensor | float, beta: float, target: Tensor | None):
+        """Output minimiser of ½·den·s² − drive·s + β·½(s − t)², for finite or infinite β."""
+        if beta == 0.0:
+            return drive / den
+        if math.isinf(beta):
+            return target.to(drive.dtype, copy=True)
+        return (drive + beta * target) / (den + beta)

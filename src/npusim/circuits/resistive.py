@@ -1,0 +1,152 @@
+"""Deep resistive network (DRN): node voltages, conductances ≥ 0, ideal diodes.
+
+Layer 0 holds voltage sources ``V_0 = gain·[x, −x]`` (inputs duplicated with inverted copies, so
+non-negative conductances can realise both signs). ``weights[k][i, j] = G_ij`` (S) connects node
+i of layer k and node j of layer k+1; ``biases[k]`` are current sources (A) into layer k+1's
+nodes. In each hidden layer the first half of the nodes is excitatory (an ideal diode from
+ground holds V ≥ 0) and the second half inhibitory (V ≤ 0); the output layer is linear.
+
+The energy is the co-content whose stationary point is Kirchhoff's current law::
+
+    E(V) = ½ Σ_k Σ_ij G_ij (V_k,i − V_k+1,j)² − Σ_k b_kᵀ V_k+1
+
+its first term is half the power the resistors dissipate (P = Σ G ΔV², W). Given its
+neighbours, a node's exact minimiser is the conductance-weighted mean of its neighbours' voltages
+plus its source current over its total conductance, then clipped by its diode.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from npusim.circuits.layered import LayeredNetwork
+from npusim.learning.outer import OuterProduct
+
+
+class DeepResistive(LayeredNetwork):
+    """Layered resistive network; ``sizes = [inputs, hidden..., outputs]`` with ``inputs`` the raw
+    feature count (the physical input layer has ``2·inputs`` sources)."""
+
+    def __init__(
+        self,
+        sizes: list[int],
+        *,
+        input_gain: float = 480.0,
+        weight_gains: list[float] | None = None,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if not input_gain > 0:
+            raise ValueError(f"input_gain must be > 0, got {input_gain}")
+        phys = [2 * int(sizes[0]), *sizes[1:]] if sizes else sizes
+        super().__init__(phys, dtype)
+        self.input_gain = float(input_gain)
+        gains = weight_gains or [1.0] * (len(phys) - 1)
+        if len(gains) != len(phys) - 1:
+            raise ValueError(f"need {len(phys) - 1} weight gains, got {len(gains)}")
+        g = torch.Generator().manual_seed(seed)
+        self.weights = []
+        for n_in, n_out, gain in zip(self.sizes[:-1], self.sizes[1:], gains):
+            bound = gain / math.sqrt(n_in)
+            w = torch.rand(n_in, n_out, generator=g, dtype=torch.float64) * bound
+            self.weights.append(w.to(dtype))
+        self.biases = [torch.zeros(n, dtype=dtype) for n in self.sizes[1:]]
+        lo, hi = [], []
+        for n in self.sizes[1:-1]:
+            half = n // 2
+            lo.append(torch.cat([torch.zeros(half), torch.full((n - half,), -math.inf)]))
+            hi.append(torch.cat([torch.full((half,), math.inf), torch.zeros(n - half)]))
+        self._lo = [t.to(dtype) for t in lo]
+        self._hi = [t.to(dtype) for t in hi]
+
+    @property
+    def signed(self) -> list[bool]:
+        return [False] * self.num_layers + [True] * self.num_layers
+
+    def input_layer(self, x: Tensor) -> Tensor:
+        x = x.to(self.dtype)
+        return self.input_gain * torch.cat([x, -x], 1)
+
+    def input_voltages(self, x: Tensor) -> Tensor:
+        """Voltages (V) of the input sources, shape (batch, 2·features)."""
+        return self.input_layer(x)
+
+    def node_conductance(self, k: int) -> Tensor:
+        """Total conductance (S) at each node of free layer k (1-based), shape (n_k,)."""
+        g = self.weights[k - 1].sum(0)
+        if k < self.num_layers:
+            g = g + self.weights[k].sum(1)
+        return g
+
+    def _output_stiffness(self) -> float:
+        return float(self.node_conductance(self.num_layers).min())
+
+    def relax(self, x: Tensor, state=None, **kw):  # noqa: D102 - see LayeredNetwork.relax
+        key = tuple((id(w), w._version) for w in self.weights)
+        if getattr(self, "_den_key", None) != key or any(w.requires_grad for w in self.weights):  # node conductances change only on updates
+            self._den = [self.node_conductance(k) for k in range(1, self.num_layers + 1)]
+            self._den_key = key
+        return super().relax(x, state, **kw)
+
+    def _layer_solve(self, k: int, drive: Tensor, beta: float, target: Tensor | None) -> Tensor:
+        den = self._den[k - 1]
+        if k == self.num_layers:
+            return self._nudged_output(drive, den, beta, target)
+        v = drive / den
+        return torch.clamp(v, self._lo[k - 1], self._hi[k - 1])
+
+    def energy(self, x: Tensor, state: list[Tensor]) -> Tensor:
+        layers = [self.input_layer(x), *state]
+        e = 0.0
+        for k, g in enumerate(self.weights):
+            a, b = layers[k], layers[k + 1]
+            sq = a.pow(2) @ g.sum(1) + b.pow(2) @ g.sum(0) - 2 * ((a @ g) * b).sum(1)
+            e = e + 0.5 * sq - b @ self.biases[k]
+        return e
+
+    def dissipated_power(self, x: Tensor, state: list[Tensor]) -> Tensor:
+        """Power (W) dissipated in all conductances, Σ G ΔV², per sample."""
+        layers = [self.input_layer(x), *state]
+        p = 0.0
+        for k, g in enumerate(self.weights):
+            a, b = layers[k], layers[k + 1]
+            p = p + a.pow(2) @ g.sum(1) + b.pow(2) @ g.sum(0) - 2 * ((a @ g) * b).sum(1)
+        return p
+
+    def param_grads(self, x: Tensor, state: list[Tensor]) -> list[Tensor]:
+        layers = [self.input_layer(x), *state]
+        n = x.shape[0]
+        gw = []
+        for k in range(self.num_layers):
+            a, b = layers[k], layers[k + 1]
+            gw.append(0.5 * (a.pow(2).sum(0)[:, None] + b.pow(2).sum(0)[None, :] - 2 * a.t() @ b) / n)
+        gb = [-s.mean(0) for s in state]
+        return gw + gb
+
+    def grad_difference(
+        self, x: Tensor, plus: list[Tensor], minus: list[Tensor], scale: float
+    ) -> list[Tensor | OuterProduct]:
+        """``scale · (∂E/∂θ(plus) − ∂E/∂θ(minus))`` batch-averaged; weights as outer products.
+
+        ∂E/∂G_ij = ½(V_i − V_j)² expands to row, column and cross terms, each rank-limited.
+        """
+        s_in = self.input_layer(x)
+        c = scale / x.shape[0]
+        half = [0.5 * c * (p.pow(2).sum(0) - m.pow(2).sum(0)) for p, m in zip(plus, minus)]
+        # input layer is clamped: its ΔV² row term cancels between the phases
+        one = s_in.new_ones(1, s_in.shape[1])
+        gw = [OuterProduct(torch.cat([one, s_in]), torch.cat([half[0][None], (minus[0] - plus[0]) * c]))]
+        for k in range(1, self.num_layers):
+            n_in, n_out = plus[k - 1].shape[1], plus[k].shape[1]
+            left = torch.cat(
+                [half[k - 1][None], s_in.new_ones(1, n_in), plus[k - 1], minus[k - 1]]
+            )
+            right = torch.cat(
+                [s_in.new_ones(1, n_out), half[k][None], plus[k] * -c, minus[k] * c]
+            )
+            gw.append(OuterProduct(left, right))
+        gb = [(m - p).sum(0) * c for p, m in zip(plus, minus)]
+        return gw + gb

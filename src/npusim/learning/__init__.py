@@ -1,0 +1,12 @@
+"""Gradient estimators: EqProp, contrastive learning, backprop baseline."""
+
+from npusim.learning.estimators import (
+    ALGORITHMS,
+    Backprop,
+    Contrastive,
+    EqProp,
+    GradientEstimate,
+    make_estimator,
+)
+
+__all__ = ["ALGORITHMS", "Backprop", "Contrastive", "EqProp", "GradientEstimate", "make_estimator"]

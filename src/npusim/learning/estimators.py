@@ -1,0 +1,133 @@
+"""Gradient estimators: Equilibrium Propagation, contrastive learning, backprop baseline.
+
+Each estimator reads a network's equilibria and returns an estimate of ∂L/∂θ for the batch-mean
+loss ``L = mean ½‖s_L − t‖²`` (same order as ``model.params()``). EqProp and contrastive
+learning use only the energy's local derivatives ∂E/∂θ at two or three equilibria, which is
+what a chip can measure on its own synapses; backprop differentiates through the unrolled
+relaxation (what a digital computer would do).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from npusim.circuits.layered import LayeredNetwork, Relaxation
+
+VARIANTS = ("positive", "negative", "centered")
+
+
+@dataclass
+class GradientEstimate:
+    """Gradient estimate with the relaxations that produced it, keyed by phase name."""
+
+    grads: list[Tensor]
+    free: Relaxation
+    phases: dict[str, Relaxation] = field(default_factory=dict)
+
+
+def _difference(model: LayeredNetwork, x: Tensor, a: list[Tensor], b: list[Tensor], scale: float):
+    """``scale · (∂E/∂θ(a) − ∂E/∂θ(b))``, fused where the network supports it."""
+    fused = getattr(model, "grad_difference", None)
+    if fused is not None:
+        return fused(x, a, b, scale)
+    ga, gb = model.param_grads(x, a), model.param_grads(x, b)
+    return [(p - q) * scale for p, q in zip(ga, gb)]
+
+
+@dataclass
+class EqProp:
+    """Equilibrium Propagation (Scellier & Bengio 2017) with nudging β and a variant:
+    ``positive`` (s^0, s^+β), ``negative`` (s^−β, s^0) or ``centered`` (s^−β, s^+β; Laborieux et
+    al. 2021), whose bias is O(β²) instead of O(β)."""
+
+    beta: float = 0.2
+    variant: str = "centered"
+    sweeps: int = 15
+    free_sweeps: int | None = None
+    tol: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if not (self.beta > 0 and math.isfinite(self.beta)):
+            raise ValueError(f"beta must be a finite number > 0, got {self.beta}")
+
+    def __call__(self, model: LayeredNetwork, x: Tensor, target: Tensor) -> GradientEstimate:
+        free = model.relax(x, sweeps=self.free_sweeps or self.sweeps, tol=self.tol)
+        phases = {"free": free}
+
+        def nudge(beta: float) -> Relaxation:
+            return model.relax(
+                x, free.state, beta=beta, target=target, sweeps=self.sweeps, tol=self.tol
+            )
+
+        b = self.beta
+        if self.variant == "centered":
+            phases["nudged+"], phases["nudged-"] = plus, minus = nudge(b), nudge(-b)
+            grads = _difference(model, x, plus.state, minus.state, 1.0 / (2 * b))
+        elif self.variant == "positive":
+            phases["nudged+"] = plus = nudge(b)
+            grads = _difference(model, x, plus.state, free.state, 1.0 / b)
+        else:
+            phases["nudged-"] = minus = nudge(-b)
+            grads = _difference(model, x, free.state, minus.state, 1.0 / b)
+        return GradientEstimate(grads, free, phases)
+
+
+@dataclass
+class Contrastive:
+    """Contrastive learning (Movellan 1991): the output clamped to the target versus free."""
+
+    sweeps: int = 15
+    tol: float = 0.0
+
+    def __call__(self, model: LayeredNetwork, x: Tensor, target: Tensor) -> GradientEstimate:
+        free = model.relax(x, sweeps=self.sweeps, tol=self.tol)
+        clamped = model.relax(
+            x, free.state, beta=math.inf, target=target, sweeps=self.sweeps, tol=self.tol
+        )
+        grads = _difference(model, x, clamped.state, free.state, 1.0)
+        return GradientEstimate(grads, free, {"free": free, "clamped": clamped})
+
+
+@dataclass
+class Backprop:
+    """Backpropagation through the unrolled free relaxation (the digital baseline)."""
+
+    sweeps: int = 15
+
+    def __call__(self, model: LayeredNetwork, x: Tensor, target: Tensor) -> GradientEstimate:
+        params = model.params()
+        for p in params:
+            p.requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                free = model.relax(x, sweeps=self.sweeps)
+                loss = model.cost(free.state, target).mean()
+                grads = list(torch.autograd.grad(loss, params, allow_unused=True))
+        finally:
+            for p in params:
+                p.requires_grad_(False)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        free = Relaxation([s.detach() for s in free.state], free.residual, free.sweeps)
+        return GradientEstimate(grads, free, {"free": free})
+
+
+ALGORITHMS = ("eqprop", "contrastive", "backprop")
+
+
+def make_estimator(
+    algorithm: str, *, beta: float, variant: str, sweeps: int, free_sweeps: int | None = None
+):
+    """Estimator by name: ``eqprop`` (with ``variant``), ``contrastive`` or ``backprop``."""
+    if algorithm == "eqprop":
+        return EqProp(beta=beta, variant=variant, sweeps=sweeps, free_sweeps=free_sweeps)
+    if algorithm == "contrastive":
+        return Contrastive(sweeps=sweeps)
+    if algorithm == "backprop":
+        return Backprop(sweeps=free_sweeps or sweeps)
+    raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")

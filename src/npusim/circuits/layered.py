@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -98,11 +99,22 @@ class LayeredNetwork(ABC):
         """Σ of couplings into layer k (1-based) from its neighbours, plus its bias."""
         if k == 1:
             d = input_drive
-        else:
-            d = torch.addmm(self.biases[k - 1], state[k - 2], self.weights[k - 1])
+        else:  # F.linear on the contiguous transpose: fast even for a narrow layer k
+            d = F.linear(state[k - 2], self._transposed(k - 1), self.biases[k - 1])
         if k < self.num_layers:
             d = torch.addmm(d, state[k], self.weights[k].t())
         return d
+
+    def _transposed(self, k: int) -> Tensor:
+        """``weights[k]ᵀ`` as a contiguous tensor, cached until the weights change."""
+        w = self.weights[k]
+        if w.requires_grad:
+            return w.t()
+        cache = self.__dict__.setdefault("_wt_cache", {})
+        key = (id(w), w._version)
+        if k not in cache or cache[k][0] != key:
+            cache[k] = (key, w.t().contiguous())
+        return cache[k][1]
 
     def _input(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Clamped input layer and its drive on layer 1, reused across the phases of a batch

@@ -76,9 +76,10 @@ class DeepResistive(LayeredNetwork):
 
     def node_conductance(self, k: int) -> Tensor:
         """Total conductance (S) at each node of free layer k (1-based), shape (n_k,)."""
-        g = self.weights[k - 1].sum(0)
+        w = self.weights[k - 1]
+        g = w.new_ones(w.shape[0]) @ w  # column sums as a matrix-vector product (fast)
         if k < self.num_layers:
-            g = g + self.weights[k].sum(1)
+            g = g + self.weights[k] @ w.new_ones(self.weights[k].shape[1])
         return g
 
     def _output_stiffness(self) -> float:

@@ -1,0 +1,70 @@
+"""EqProp training throughput (samples/s) on mnist5k and the machine's float32 matmul peak.
+
+Configurations (centered EqProp, phases free / +β / −β):
+* DHN-1H: 784-1024-10, batch 16, 15 sweeps per phase, β = 0.2;
+* DRN-1H: 2×784 inputs, 1024 hidden, 10 outputs, batch 4, 4 sweeps per phase, β = 1.0,
+  input gain 480.
+Each line is one JSON object with ``name`` and ``samples_per_s`` (or ``gflop_per_s``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+
+from npusim.runtime.config import TrainConfig
+from npusim.runtime.train import Trainer
+
+TARGETS = {"dhn-1h": 6000.0, "drn-1h": 1200.0}
+
+
+def matmul_peak(n: int = 2048, reps: int = 10) -> float:
+    """Best-of-``reps`` float32 GFLOP/s of an n×n by n×n matrix product."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(reps))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def training_throughput(cfg: TrainConfig, samples: int) -> float:
+    """Samples/s of the training step (relaxations, gradient estimate, update) over ``samples``
+    samples of the training split, after a warm-up."""
+    tr = Trainer(cfg)
+    tr.data.x_train = tr.data.x_train[: samples + 256]
+    tr.data.y_train = tr.data.y_train[: samples + 256]
+    full_x, full_y = tr.data.x_train, tr.data.y_train
+    tr.data.x_train, tr.data.y_train = full_x[:256], full_y[:256]
+    tr.train_epoch()  # warm-up
+    tr.data.x_train, tr.data.y_train = full_x[256:], full_y[256:]
+    _, sps = tr.train_epoch()
+    return sps
+
+
+def main() -> None:
+    common = dict(dataset="mnist5k", algorithm="eqprop", variant="centered", augment=0)
+    runs = {
+        "dhn-1h": TrainConfig(model="dhn", hidden=[1024], batch_size=16, sweeps=15, beta=0.2,
+                              **common),
+        "drn-1h": TrainConfig(model="drn", hidden=[1024], batch_size=4, sweeps=4, beta=1.0,
+                              input_gain=480.0, **common),
+    }
+    peak = matmul_peak()
+    print(json.dumps({"name": "matmul-f32-2048", "gflop_per_s": round(peak, 1),
+                      "threads": torch.get_num_threads()}), flush=True)
+    for name, cfg in runs.items():
+        sps = training_throughput(cfg, 3000 if name == "dhn-1h" else 1200)
+        print(json.dumps({"name": f"train-{name}", "samples_per_s": round(sps, 1),
+                          "target_samples_per_s": TARGETS[name],
+                          "ratio_to_target": round(sps / TARGETS[name], 2)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -51,19 +51,37 @@ def training_throughput(cfg: TrainConfig, samples: int) -> float:
 def main() -> None:
     common = dict(dataset="mnist5k", algorithm="eqprop", variant="centered", augment=0)
     runs = {
-        "dhn-1h": TrainConfig(model="dhn", hidden=[1024], batch_size=16, sweeps=15, beta=0.2,
-                              **common),
-        "drn-1h": TrainConfig(model="drn", hidden=[1024], batch_size=4, sweeps=4, beta=1.0,
-                              input_gain=480.0, **common),
+        "dhn-1h": TrainConfig(
+            model="dhn", hidden=[1024], batch_size=16, sweeps=15, beta=0.2, **common
+        ),
+        "drn-1h": TrainConfig(
+            model="drn", hidden=[1024], batch_size=4, sweeps=4, beta=1.0, input_gain=480.0, **common
+        ),
     }
     peak = matmul_peak()
-    print(json.dumps({"name": "matmul-f32-2048", "gflop_per_s": round(peak, 1),
-                      "threads": torch.get_num_threads()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "name": "matmul-f32-2048",
+                "gflop_per_s": round(peak, 1),
+                "threads": torch.get_num_threads(),
+            }
+        ),
+        flush=True,
+    )
     for name, cfg in runs.items():
         sps = training_throughput(cfg, 3000 if name == "dhn-1h" else 1200)
-        print(json.dumps({"name": f"train-{name}", "samples_per_s": round(sps, 1),
-                          "target_samples_per_s": TARGETS[name],
-                          "ratio_to_target": round(sps / TARGETS[name], 2)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "name": f"train-{name}",
+                    "samples_per_s": round(sps, 1),
+                    "target_samples_per_s": TARGETS[name],
+                    "ratio_to_target": round(sps / TARGETS[name], 2),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

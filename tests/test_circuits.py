@@ -53,7 +53,7 @@ def test_drn_matches_scipy_constrained_minimum_of_the_co_content():
     for i in range(len(x)):
         xi = x[i : i + 1]
 
-        def f(v):
+        def f(v, xi=xi):
             vt = torch.tensor(v, dtype=torch.float64, requires_grad=True)
             e = m.energy(xi, [vt[None, : m.sizes[1]], vt[None, m.sizes[1] :]]).sum()
             (g,) = torch.autograd.grad(e, vt)

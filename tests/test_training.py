@@ -89,6 +89,8 @@ def test_run_folder_contents_and_no_overwrite(tmp_path, capsys):
         (["--hidden", "0"], "hidden"),
         (["--lr", "0.1,0.2,0.3"], "lrs"),
         (["--resume"], "--resume needs --out"),
+        (["--hidden", "ten"], "expected integers"),
+        (["--model", "cnn"], "invalid choice"),
     ],
 )
 def test_bad_options_give_one_error_line(args, msg, capsys):

@@ -184,7 +184,9 @@ class LayeredNetwork(ABC):
                 raise ValueError(f"parameter shape {tuple(q.shape)} != {tuple(p.shape)}")
             p.copy_(q)
 
-    def _nudged_output(self, drive: Tensor, den: Tensor | float, beta: float, target: Tensor | None):
+    def _nudged_output(
+        self, drive: Tensor, den: Tensor | float, beta: float, target: Tensor | None
+    ):
         """Output minimiser of ½·den·s² − drive·s + β·½(s − t)², for finite or infinite β."""
         if beta == 0.0:
             return drive / den

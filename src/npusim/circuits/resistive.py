@@ -87,7 +87,9 @@ class DeepResistive(LayeredNetwork):
 
     def relax(self, x: Tensor, state=None, **kw):  # noqa: D102 - see LayeredNetwork.relax
         key = tuple((id(w), w._version) for w in self.weights)
-        if getattr(self, "_den_key", None) != key or any(w.requires_grad for w in self.weights):  # node conductances change only on updates
+        if getattr(self, "_den_key", None) != key or any(
+            w.requires_grad for w in self.weights
+        ):  # node conductances change only on updates
             self._den = [self.node_conductance(k) for k in range(1, self.num_layers + 1)]
             self._den_key = key
         return super().relax(x, state, **kw)
@@ -123,7 +125,9 @@ class DeepResistive(LayeredNetwork):
         gw = []
         for k in range(self.num_layers):
             a, b = layers[k], layers[k + 1]
-            gw.append(0.5 * (a.pow(2).sum(0)[:, None] + b.pow(2).sum(0)[None, :] - 2 * a.t() @ b) / n)
+            gw.append(
+                0.5 * (a.pow(2).sum(0)[:, None] + b.pow(2).sum(0)[None, :] - 2 * a.t() @ b) / n
+            )
         gb = [-s.mean(0) for s in state]
         return gw + gb
 
@@ -139,15 +143,15 @@ class DeepResistive(LayeredNetwork):
         half = [0.5 * c * (p.pow(2).sum(0) - m.pow(2).sum(0)) for p, m in zip(plus, minus)]
         # input layer is clamped: its ΔV² row term cancels between the phases
         one = s_in.new_ones(1, s_in.shape[1])
-        gw = [OuterProduct(torch.cat([one, s_in]), torch.cat([half[0][None], (minus[0] - plus[0]) * c]))]
+        gw = [
+            OuterProduct(
+                torch.cat([one, s_in]), torch.cat([half[0][None], (minus[0] - plus[0]) * c])
+            )
+        ]
         for k in range(1, self.num_layers):
             n_in, n_out = plus[k - 1].shape[1], plus[k].shape[1]
-            left = torch.cat(
-                [half[k - 1][None], s_in.new_ones(1, n_in), plus[k - 1], minus[k - 1]]
-            )
-            right = torch.cat(
-                [s_in.new_ones(1, n_out), half[k][None], plus[k] * -c, minus[k] * c]
-            )
+            left = torch.cat([half[k - 1][None], s_in.new_ones(1, n_in), plus[k - 1], minus[k - 1]])
+            right = torch.cat([s_in.new_ones(1, n_out), half[k][None], plus[k] * -c, minus[k] * c])
             gw.append(OuterProduct(left, right))
         gb = [(m - p).sum(0) * c for p, m in zip(plus, minus)]
         return gw + gb

@@ -23,14 +23,18 @@ def _int_list(s: str) -> list[int]:
     try:
         return [int(v) for v in s.replace(",", " ").split()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 1024 or 512,256, got {s!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected integers like 1024 or 512,256, got {s!r}"
+        ) from None
 
 
 def _float_list(s: str) -> list[float]:
     try:
         return [float(v) for v in s.replace(",", " ").split()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers like 0.1 or 0.1,0.05, got {s!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected numbers like 0.1 or 0.1,0.05, got {s!r}"
+        ) from None
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -58,6 +62,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=Path, default=Path("runs"), help="where new run folders go")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
 
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
@@ -91,6 +96,12 @@ def run_train(a: argparse.Namespace) -> int:
 
     if a.resume and a.out is None:
         raise CliError("--resume needs --out RUN_FOLDER")
+    if a.threads is not None:
+        if a.threads < 1:
+            raise CliError(f"--threads must be >= 1, got {a.threads}")
+        import torch
+
+        torch.set_num_threads(a.threads)
     cfg = config_from_args(a)
     out = a.out or new_run_dir(a.runs, cfg)
     tr = train_run(cfg, out, resume=a.resume, epochs=a.epochs, progress=not a.no_progress)
@@ -106,11 +117,18 @@ def run_train(a: argparse.Namespace) -> int:
 COMMANDS["train"] = (add_train_args, run_train)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors are one line (``npusim: error: …``) and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"npusim: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="npusim", description="Simulate an analog NPU that learns on the chip."
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (add, _) in COMMANDS.items():
         add(sub.add_parser(name, help=(add.__doc__ or name).strip().splitlines()[0]))
     return parser

@@ -72,9 +72,7 @@ def _from_arrays(
     name: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, int], split_seed: int
 ) -> Dataset:
     tr, va, te = _stratified_split(y, (0.8, 0.1, 0.1), split_seed)
-    return Dataset(
-        name, *_tensors(x, y, tr), *_tensors(x, y, va), *_tensors(x, y, te), 10, shape
-    )
+    return Dataset(name, *_tensors(x, y, tr), *_tensors(x, y, va), *_tensors(x, y, te), 10, shape)
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, split_seed: int = 0) -> Dataset:

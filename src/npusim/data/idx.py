@@ -50,7 +50,12 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def _find(folder: Path, stem: str) -> Path:
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+    for name in (
+        stem,
+        stem + ".gz",
+        stem.replace("-idx", ".idx"),
+        stem.replace("-idx", ".idx") + ".gz",
+    ):
         if (folder / name).is_file():
             return folder / name
     raise IdxError(f"missing IDX file {stem}[.gz] in {folder}")

@@ -12,10 +12,22 @@ MODELS = ("dhn", "drn")
 
 # Defaults per model, chosen on the validation split of mnist5k (see README).
 MODEL_DEFAULTS: dict[str, dict] = {
-    "dhn": {"beta": 0.2, "sweeps": 15, "batch_size": 16, "lrs": [0.1, 0.05], "epochs": 30,
-            "lr_decay": 0.92},
-    "drn": {"beta": 1.0, "sweeps": 4, "batch_size": 4, "lrs": [0.006, 0.006], "epochs": 10,
-            "lr_decay": 0.99},
+    "dhn": {
+        "beta": 0.2,
+        "sweeps": 15,
+        "batch_size": 16,
+        "lrs": [0.1, 0.05],
+        "epochs": 30,
+        "lr_decay": 0.92,
+    },
+    "drn": {
+        "beta": 1.0,
+        "sweeps": 4,
+        "batch_size": 4,
+        "lrs": [0.006, 0.006],
+        "epochs": 10,
+        "lr_decay": 0.99,
+    },
 }
 
 
@@ -79,7 +91,11 @@ class TrainConfig:
         need(self.batch_size is not None and self.batch_size >= 1, "batch_size", "integer >= 1")
         need(self.epochs is not None and self.epochs >= 1, "epochs", "an integer >= 1")
         need(0.0 <= self.momentum < 1.0, "momentum", "[0, 1)")
-        need(self.lr_decay is not None and 0.0 < self.lr_decay <= 1.0, "lr_decay", "(0, 1] (learning-rate factor per epoch)")
+        need(
+            self.lr_decay is not None and 0.0 < self.lr_decay <= 1.0,
+            "lr_decay",
+            "(0, 1] (learning-rate factor per epoch)",
+        )
         need(self.weight_decay >= 0.0, "weight_decay", ">= 0")
         need(self.input_gain > 0.0, "input_gain", "> 0")
         need(0 <= self.augment <= 4, "augment", "0..4 pixels of random shift")

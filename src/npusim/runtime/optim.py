@@ -59,7 +59,9 @@ class SGD:
         self.buffers = state["buffers"]
 
 
-def apply_ideal(params: list[Tensor], deltas: list[Tensor | OuterProduct], signed: list[bool]) -> None:
+def apply_ideal(
+    params: list[Tensor], deltas: list[Tensor | OuterProduct], signed: list[bool]
+) -> None:
     """Ideal synapses: ``θ += Δθ`` exactly; non-negative parameters (conductances) stay ≥ 0."""
     with torch.no_grad():
         for p, d, s in zip(params, deltas, signed):

@@ -72,17 +72,26 @@ def results_dict(tr: Trainer, extra: dict | None = None) -> dict:
 def plot_curve(history: list[EpochRecord], path: Path, title: str) -> None:
     """Train/validation/test error per epoch, written atomically as a PNG."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ep = [r.epoch for r in history]
-    for key, label in (("train_error", "train"), ("val_error", "validation"), ("test_error", "test")):
+    for key, label in (
+        ("train_error", "train"),
+        ("val_error", "validation"),
+        ("test_error", "test"),
+    ):
         ax.plot(ep, [100 * getattr(r, key) for r in history], marker="o", ms=3, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("error (%)")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    best = min(history, key=lambda r: (r.val_error, r.epoch))
+    ax.axvline(best.epoch, color="grey", ls=":", label=f"best validation (epoch {best.epoch})")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
@@ -99,12 +108,13 @@ def train_run(
     epochs: int | None = None,
     synapses=None,
     ledger=None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     progress: bool = True,
     extra_results: Callable[[Trainer], dict] | None = None,
 ) -> Trainer:
     """Train ``cfg`` into folder ``out`` (checkpoint each epoch; ``resume`` continues exactly,
     from the checkpoint's configuration, optionally with a new total of ``epochs``)."""
+    log = log or (lambda s: print(s, flush=True))
     ckpt = None
     if resume:
         ckpt = load_checkpoint(out)

@@ -28,7 +28,7 @@ def build_model(cfg: TrainConfig, num_features: int, num_classes: int) -> Layere
 
 
 def shift_images(x: Tensor, shape: tuple[int, int], max_shift: int, g: torch.Generator) -> Tensor:
-    """Translate each image by a random whole-pixel offset in [−max_shift, max_shift]² (zero fill)."""
+    """Shift each image by a random whole-pixel offset in [−max_shift, max_shift]², zero fill."""
     if max_shift == 0:
         return x
     n = x.shape[0]

@@ -57,7 +57,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--input-gain", type=float, default=d.input_gain, help="DRN input gain")
-    p.add_argument("--augment", type=int, default=d.augment, help="random shift (pixels)")
+    p.add_argument("--augment", type=int, help="random shift in pixels (default 1; digits 0)")
     p.add_argument("--out", type=Path, help="run folder (default: a new one under --runs)")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="where new run folders go")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")

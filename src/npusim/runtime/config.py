@@ -56,7 +56,7 @@ class TrainConfig:
     epochs: int | None = None
     seed: int = 0
     input_gain: float = 480.0
-    augment: int = 1
+    augment: int | None = None
     chip: str = "ideal"
     eval_batch: int = 1000
 
@@ -66,6 +66,8 @@ class TrainConfig:
             raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
         d = MODEL_DEFAULTS[self.model]
         out = TrainConfig(**asdict(self))
+        if out.augment is None:  # shift 28×28 images by up to 1 pixel; 8×8 digits not at all
+            out.augment = 0 if out.dataset == "digits" else 1
         for key in ("beta", "sweeps", "batch_size", "epochs", "lr_decay"):
             if getattr(out, key) is None:
                 setattr(out, key, d[key])
@@ -98,7 +100,7 @@ class TrainConfig:
         )
         need(self.weight_decay >= 0.0, "weight_decay", ">= 0")
         need(self.input_gain > 0.0, "input_gain", "> 0")
-        need(0 <= self.augment <= 4, "augment", "0..4 pixels of random shift")
+        need(self.augment is not None and 0 <= self.augment <= 4, "augment", "0..4 pixels of random shift")
         need(self.eval_batch >= 1, "eval_batch", "an integer >= 1")
         n = len(self.hidden) + 1
         need(

@@ -1,0 +1,134 @@
+"""Ledger counts equal closed-form counts; persistence and merging are exact."""
+
+import json
+import time
+
+import pytest
+
+from npusim.runtime.ledger import Ledger
+
+SIZES = [5, 7, 3]
+B, S = 4, 6
+
+
+def params(sizes):
+    return [a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False)]
+
+
+def test_relax_counts_match_closed_form():
+    led = Ledger()
+    led.relax("free", SIZES, B, S)
+    assert led.layers["free"]["macs"] == [B * S * 5 * 7, B * S * 2 * 7 * 3]
+    assert led.count("macs", "free") == B * S * (5 * 7 + 2 * 7 * 3)
+    assert led.layers["free"]["node_sweeps"] == [B * S * 7, B * S * 3]
+    assert led.layers["free"]["dac"] == [B * 5, 0]
+    assert led.layers["free"]["adc"] == [B * 7, B * 3]
+    assert led.count("bytes_mem", "free") == B * 5
+    assert led.count("samples", "free") == B and led.count("sweeps", "free") == B * S
+    led.relax("nudged+", SIZES, B, 2)
+    assert led.layers["nudged+"]["dac"] == [B * 5, B * 3]
+    assert led.count("digital_ops", "nudged+") == 2 * B * 3
+    assert led.count("samples", "nudged+") == 0  # a nudged phase re-uses the same samples
+    led.relax("inference", SIZES, B, S)
+    assert led.layers["inference"]["adc"] == [0, B * 3]
+    assert led.count("digital_ops", "inference") == B * 3
+    assert led.training_samples == B and led.inference_samples == B
+    assert led.mean_sweeps("free") == S
+
+
+def test_convert_every_sweep_counts():
+    led = Ledger(convert_every_sweep=True, word_bytes=2)
+    led.relax("free", SIZES, B, S)
+    assert led.layers["free"]["adc"] == [B * S * 7, B * S * 3]
+    assert led.layers["free"]["dac"] == [B * S * 7 + B * 5, B * S * 3]
+    assert led.count("bytes_tile", "free") == 2 * (led.count("adc") + led.count("dac"))
+
+
+def test_update_counts_and_pulses():
+    led = Ledger()
+    led.update(SIZES, B, 0)  # ideal device: one pulse-equivalent per parameter
+    assert led.layers["update"]["pulses"] == params(SIZES)
+    assert led.layers["update"]["digital_ops"] == [p * (2 * B + 1) for p in params(SIZES)]
+    led.update(SIZES, B, 1000)
+    assert led.count("pulses") == sum(params(SIZES)) + 1000
+    led.update(SIZES, B, [3, 4])
+    assert (
+        led.layers["update"]["pulses"][1]
+        == params(SIZES)[1] + 1000 - (1000 * params(SIZES)[0] // sum(params(SIZES))) + 4
+    )
+    assert led.count("updates", "update") == 3
+    outer = Ledger(update_mode="outer")
+    outer.update(SIZES, B, 0)
+    assert outer.layers["update"]["digital_ops"] == [2 * B * (5 + 7), 2 * B * (7 + 3)]
+
+
+def test_persistence_continues_exactly_and_merge_adds():
+    full, part = Ledger(), Ledger()
+    for led in (full, part):
+        led.relax("free", SIZES, B, S, settle_s=1e-8)
+        led.update(SIZES, B, 7)
+        led.add_circuit_power("free", 0.25)
+    resumed = Ledger.from_dict(json.loads(json.dumps(part.to_dict())))
+    for led in (full, resumed):
+        led.relax("free", SIZES, B, S, settle_s=1e-8)
+        led.update(SIZES, B, 7)
+    assert resumed.to_dict() == full.to_dict()
+    double = Ledger.from_dict(full.to_dict()).merge(full)
+    assert double.count("macs") == 2 * full.count("macs")
+    assert double.count("settle_s") == pytest.approx(2 * full.count("settle_s"))
+
+
+def test_errors_name_the_problem():
+    led = Ledger()
+    with pytest.raises(ValueError, match="unknown phase"):
+        led.relax("warmup", SIZES, 1, 1)
+    led.relax("free", SIZES, 1, 1)
+    with pytest.raises(ValueError, match="differ"):
+        led.relax("free", [5, 8, 3], 1, 1)
+    with pytest.raises(ValueError, match="unknown ledger keys"):
+        Ledger.from_dict({"bogus": 1})
+
+
+def test_counting_is_cheap():
+    led = Ledger()
+    t0 = time.perf_counter()
+    for _ in range(1000):
+        led.relax("free", [1568, 1024, 10], 32, 20)
+        led.relax("nudged+", [1568, 1024, 10], 32, 4)
+        led.update([1568, 1024, 10], 32, 0)
+    per_step = (time.perf_counter() - t0) / 1000
+    assert per_step < 1e-3  # one relaxation of a 784-1024-10 batch alone takes ~ms
+
+
+def test_training_step_from_an_eqprop_estimate():
+    circuits = pytest.importorskip("npusim.circuits")
+    estimators = pytest.importorskip("npusim.learning.estimators")
+    torch = pytest.importorskip("torch")
+    net = circuits.DeepResistive([4, 6, 3], seed=0)
+    x = torch.rand(5, 4)
+    target = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 0, 1]), 3).float()
+    est = estimators.EqProp(beta=0.1, sweeps=5, free_sweeps=7)(net, x, target)
+
+    class Synapses:
+        total_pulses = 123
+
+    led = Ledger(power_scale_w=2.0, power_samples=5, power_every=2)
+    led.training_step(net, est, 5, x=x, synapses=Synapses())
+    ref = Ledger()
+    ref.relax("free", net.sizes, 5, 7)
+    ref.relax("nudged+", net.sizes, 5, 5)
+    ref.relax("nudged-", net.sizes, 5, 5)
+    ref.update(net.sizes, 5, 123)
+    assert led.layers == ref.layers
+    assert led.logical_sizes == [4, 6, 3] and led.sizes == [8, 6, 3]
+    p_free = float(net.dissipated_power(x, est.phases["free"].state).sum())
+    assert led.count("power_w_samples", "free") == pytest.approx(2.0 * p_free, rel=1e-5)
+    assert led.count("power_measured", "free") == 5
+    led.training_step(net, est, 5, x=x, synapses=Synapses())  # no new pulses since last step
+    assert led.count("pulses") == 123
+    led.training_step(net, est, 5, x=x)  # ideal synapses: one pulse-equivalent per parameter
+    assert led.count("pulses") == 123 + sum(params(net.sizes))
+    assert led.count("power_measured", "free") == 10  # steps 0 and 2 of every 2
+    restored = Ledger()
+    restored.load_dict(led.to_dict())
+    assert restored.to_dict() == led.to_dict()

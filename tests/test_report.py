@@ -1,0 +1,66 @@
+"""Report files are written and parse; tables render; the claims check is included."""
+
+import io
+import json
+
+from rich.console import Console
+
+from npusim.report import build_report, load_run_ledger, print_report, write_report
+from npusim.runtime.ledger import Ledger
+
+
+def dhn_ledger() -> Ledger:
+    led = Ledger(logical_sizes=[784, 1024, 10])
+    sizes = [784, 1024, 10]
+    for _ in range(10):
+        led.relax("free", sizes, 32, 20)
+        led.relax("nudged+", sizes, 32, 4)
+        led.relax("nudged-", sizes, 32, 4)
+        led.update(sizes, 32, 0)
+    return led
+
+
+def test_report_files_written_and_parse(tmp_path):
+    rep = build_report(dhn_ledger(), target_ratio=10000)
+    paths = write_report(rep, tmp_path)
+    data = json.loads(paths["json"].read_text())
+    npu = data["systems"]["NPU EqProp"]
+    assert npu["train"]["energy_j"] > 0 and npu["inference"]["energy_j"] > 0
+    assert set(npu["train"]["breakdown_j"]) >= {"array", "adc", "programming", "digital"}
+    assert data["claims"]["target_ratio"] == 10000
+    assert all(v["source"] for v in data["constants"].values())
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    gpu = data["systems"][data["reference_gpu"]]
+    assert gpu["ratio_vs_npu"]["train"] == gpu["train"]["energy_j"] / npu["train"]["energy_j"]
+
+
+def test_tables_render():
+    buf = io.StringIO()
+    print_report(build_report(dhn_ledger(), target_ratio=100), Console(file=buf, width=160))
+    text = buf.getvalue()
+    for word in ("NPU EqProp", "H100", "Samsung", "Claims check", "programming"):
+        assert word in text
+
+
+def test_load_run_ledger(tmp_path):
+    led = dhn_ledger()
+    (tmp_path / "results.json").write_text(json.dumps({"ledger": led.to_dict(), "acc": 0.9}))
+    loaded, results = load_run_ledger(tmp_path)
+    assert loaded.to_dict() == led.to_dict() and results["acc"] == 0.9
+
+
+def test_report_command_on_a_run_folder(tmp_path):
+    import argparse
+
+    from npusim.report.command import add_report_args, run_report
+
+    led = dhn_ledger()
+    config = {"chip": "rram"}
+    (tmp_path / "results.json").write_text(json.dumps({"ledger": led.to_dict(), "config": config}))
+    p = argparse.ArgumentParser()
+    add_report_args(p)
+    assert run_report(p.parse_args([str(tmp_path), "--target-ratio", "10000"])) == 0
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["chip"] == "rram" and data["claims"]["target_ratio"] == 10000
+    assert "chip preset rram" in data["constants"]["pulse_j"]["source"]
+    assert (tmp_path / "energy_breakdown.png").exists()

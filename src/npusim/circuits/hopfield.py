@@ -46,16 +46,17 @@ class DeepHopfield(LayeredNetwork):
     def signed(self) -> list[bool]:
         return [True] * (2 * self.num_layers)
 
-    def _output_stiffness(self) -> float:
+    def _output_curvature(self) -> float:
         return 1.0
 
     def input_layer(self, x: Tensor) -> Tensor:
         return x.to(self.dtype)
 
-    def _layer_solve(self, k: int, drive: Tensor, beta: float, target: Tensor | None) -> Tensor:
-        if k == self.num_layers:
-            drive = self._nudged_output(drive, 1.0, beta, target)
+    def _layer_solve(self, k: int, drive: Tensor) -> Tensor:
         return drive.clamp_(0.0, 1.0) if not drive.requires_grad else drive.clamp(0.0, 1.0)
+
+    def _activate_output(self, v: Tensor) -> Tensor:
+        return v.clamp_(0.0, 1.0) if not v.requires_grad else v.clamp(0.0, 1.0)
 
     def energy(self, x: Tensor, state: list[Tensor]) -> Tensor:
         layers = [self.input_layer(x), *state]

@@ -61,12 +61,16 @@ class LayeredNetwork(ABC):
         """∂E/∂θ averaged over the batch, in the order of :meth:`params`."""
 
     @abstractmethod
-    def _layer_solve(self, k: int, drive: Tensor, beta: float, target: Tensor | None) -> Tensor:
-        """Exact minimiser of layer ``k`` (1-based) given its summed neighbour drive."""
+    def _layer_solve(self, k: int, drive: Tensor) -> Tensor:
+        """Exact minimiser of hidden layer ``k`` (1-based) given its summed neighbour drive."""
 
     @abstractmethod
-    def _output_stiffness(self) -> float:
-        """Smallest curvature of the energy along an output unit (for the β < 0 check)."""
+    def _activate_output(self, v: Tensor) -> Tensor:
+        """Projection of unconstrained output values onto the output units' feasible set."""
+
+    @abstractmethod
+    def _output_curvature(self) -> Tensor | float:
+        """Curvature of the energy along each output unit (1 for the DHN, ΣG for the DRN)."""
 
     @property
     @abstractmethod
@@ -147,19 +151,25 @@ class LayeredNetwork(ABC):
             raise ValueError(f"sweeps must be >= 1, got {sweeps}")
         if beta != 0.0 and target is None:
             raise ValueError("a nudged relaxation (beta != 0) needs a target")
-        if beta < 0.0 and beta + self._output_stiffness() <= 0.0:
+        if beta < 0.0 and beta + float(torch.as_tensor(self._output_curvature()).min()) <= 0.0:
             raise ValueError(f"beta={beta} makes the nudged output energy non-convex")
         s_in, input_drive = self._input(x)
         state = list(self.init_state(x.shape[0]) if state is None else state)
-        order = list(range(1, self.num_layers + 1, 2)) + list(range(2, self.num_layers + 1, 2))
+        L = self.num_layers
+        out_w, out_b = self._output_operator(beta, target, input_drive)
+        order = list(range(1, L + 1, 2)) + list(range(2, L + 1, 2))
         residual = math.inf
         done = 0
         for done in range(1, sweeps + 1):
             check = tol > 0.0 or done == sweeps
-            old = [s for s in state] if check else None
+            old = list(state) if check else None
             for k in order:
-                drive = self._drive(k, state, input_drive)
-                state[k - 1] = self._layer_solve(k, drive, beta, target)
+                if k < L:
+                    state[k - 1] = self._layer_solve(k, self._drive(k, state, input_drive))
+                elif out_w is None:  # no hidden layer: the output sees only the input
+                    state[k - 1] = self._activate_output(out_b)
+                else:
+                    state[k - 1] = self._activate_output(F.linear(state[k - 2], out_w, out_b))
             if check:
                 residual = max(float((s - o).detach().abs().max()) for s, o in zip(state, old))
                 if not math.isfinite(residual):
@@ -184,12 +194,30 @@ class LayeredNetwork(ABC):
                 raise ValueError(f"parameter shape {tuple(q.shape)} != {tuple(p.shape)}")
             p.copy_(q)
 
-    def _nudged_output(
-        self, drive: Tensor, den: Tensor | float, beta: float, target: Tensor | None
-    ):
-        """Output minimiser of ½·den·s² − drive·s + β·½(s − t)², for finite or infinite β."""
+    def _output_operator(
+        self, beta: float, target: Tensor | None, input_drive: Tensor
+    ) -> tuple[Tensor | None, Tensor]:
+        """``(W, b)`` such that the output layer's exact minimiser is ``act(s_{L−1} Wᵀ + b)``.
+
+        With output curvature ``c``, the minimiser of ``½c·s² − d·s + β·½(s − t)²`` is
+        ``(d + βt)/(c + β)``, and ``d = s_{L−1} W_{L−1} + b_{L−1}`` is affine, so the scale
+        and the nudge fold into one weight matrix and one bias per relaxation (``β = ∞``
+        clamps the output to ``t``). ``W`` is ``None`` when there is no hidden layer; ``b``
+        then is the whole unconstrained output.
+        """
+        c = self._output_curvature()
         if beta == 0.0:
-            return drive / den
-        if math.isinf(beta):
-            return target.to(drive.dtype, copy=True)
-        return (drive + beta * target) / (den + beta)
+            scale, offset = 1.0 / c, None
+        elif math.isinf(beta):
+            scale, offset = 0.0 * c, target.to(self.dtype)
+        else:
+            scale, offset = 1.0 / (c + beta), (beta / (c + beta)) * target.to(self.dtype)
+        L = self.num_layers
+        if L == 1:
+            out = input_drive * scale
+            return None, out if offset is None else out + offset
+        w, b = self._transposed(L - 1), self.biases[L - 1]
+        if not (isinstance(scale, float) and scale == 1.0):
+            w = w * (scale[:, None] if isinstance(scale, Tensor) else scale)
+            b = b * scale
+        return w, b if offset is None else b + offset

@@ -82,8 +82,8 @@ class DeepResistive(LayeredNetwork):
             g = g + self.weights[k] @ w.new_ones(self.weights[k].shape[1])
         return g
 
-    def _output_stiffness(self) -> float:
-        return float(self.node_conductance(self.num_layers).min())
+    def _output_curvature(self) -> Tensor:
+        return self._den[-1] if hasattr(self, "_den") else self.node_conductance(self.num_layers)
 
     def relax(self, x: Tensor, state=None, **kw):  # noqa: D102 - see LayeredNetwork.relax
         key = tuple((id(w), w._version) for w in self.weights)
@@ -94,12 +94,11 @@ class DeepResistive(LayeredNetwork):
             self._den_key = key
         return super().relax(x, state, **kw)
 
-    def _layer_solve(self, k: int, drive: Tensor, beta: float, target: Tensor | None) -> Tensor:
-        den = self._den[k - 1]
-        if k == self.num_layers:
-            return self._nudged_output(drive, den, beta, target)
-        v = drive / den
-        return torch.clamp(v, self._lo[k - 1], self._hi[k - 1])
+    def _layer_solve(self, k: int, drive: Tensor) -> Tensor:
+        return torch.clamp(drive / self._den[k - 1], self._lo[k - 1], self._hi[k - 1])
+
+    def _activate_output(self, v: Tensor) -> Tensor:
+        return v  # the output nodes are linear
 
     def energy(self, x: Tensor, state: list[Tensor]) -> Tensor:
         layers = [self.input_layer(x), *state]

@@ -137,26 +137,34 @@ class LayeredNetwork(ABC):
         x: Tensor,
         state: list[Tensor] | None = None,
         *,
-        beta: float = 0.0,
+        beta: float | Tensor = 0.0,
         target: Tensor | None = None,
         sweeps: int = 15,
         tol: float = 0.0,
+        tile: int = 1,
     ) -> Relaxation:
         """Exact block-coordinate relaxation: odd layers, then even layers, per sweep.
 
         Stops after ``sweeps`` sweeps or once a sweep changes no unit by more than ``tol``
         (``tol = 0`` runs all sweeps). Raises :class:`RelaxationDiverged` on NaN/inf.
+        ``beta`` may be a tensor of shape (batch, 1), one nudging strength per sample, and
+        ``tile`` relaxes ``tile`` independent copies of the batch at once (the state and target
+        then have ``tile × batch`` rows), e.g. the +β and −β phases of centered EqProp.
         """
         if sweeps < 1:
             raise ValueError(f"sweeps must be >= 1, got {sweeps}")
-        if beta != 0.0 and target is None:
+        nudged = isinstance(beta, Tensor) or beta != 0.0
+        if nudged and target is None:
             raise ValueError("a nudged relaxation (beta != 0) needs a target")
-        if beta < 0.0 and beta + float(torch.as_tensor(self._output_curvature()).min()) <= 0.0:
-            raise ValueError(f"beta={beta} makes the nudged output energy non-convex")
+        lowest = float(beta.min()) if isinstance(beta, Tensor) else beta
+        if lowest < 0.0 and lowest + float(torch.as_tensor(self._output_curvature()).min()) <= 0:
+            raise ValueError(f"beta={lowest} makes the nudged output energy non-convex")
         s_in, input_drive = self._input(x)
-        state = list(self.init_state(x.shape[0]) if state is None else state)
+        if tile > 1:
+            input_drive = input_drive.repeat(tile, 1)
+        state = list(self.init_state(x.shape[0] * tile) if state is None else state)
         L = self.num_layers
-        out_w, out_b = self._output_operator(beta, target, input_drive)
+        out_w, out_b, post = self._output_operator(beta, target, input_drive)
         order = list(range(1, L + 1, 2)) + list(range(2, L + 1, 2))
         residual = math.inf
         done = 0
@@ -166,12 +174,13 @@ class LayeredNetwork(ABC):
             for k in order:
                 if k < L:
                     state[k - 1] = self._layer_solve(k, self._drive(k, state, input_drive))
-                elif out_w is None:  # no hidden layer: the output sees only the input
-                    state[k - 1] = self._activate_output(out_b)
-                else:
-                    state[k - 1] = self._activate_output(F.linear(state[k - 2], out_w, out_b))
+                else:  # without a hidden layer the output sees only the input
+                    d = out_b if out_w is None else F.linear(state[k - 2], out_w, out_b)
+                    if post is not None:  # per-sample nudging: (d + βt)/(c + β) row by row
+                        d = torch.addcmul(post[1], d, post[0])
+                    state[k - 1] = self._activate_output(d)
             if check:
-                residual = max(float((s - o).detach().abs().max()) for s, o in zip(state, old))
+                residual = max(float((s - o).detach().abs_().max()) for s, o in zip(state, old))
                 if not math.isfinite(residual):
                     raise RelaxationDiverged(
                         "relaxation diverged (NaN/inf in the network state); "
@@ -195,29 +204,31 @@ class LayeredNetwork(ABC):
             p.copy_(q)
 
     def _output_operator(
-        self, beta: float, target: Tensor | None, input_drive: Tensor
-    ) -> tuple[Tensor | None, Tensor]:
-        """``(W, b)`` such that the output layer's exact minimiser is ``act(s_{L−1} Wᵀ + b)``.
+        self, beta: float | Tensor, target: Tensor | None, input_drive: Tensor
+    ) -> tuple[Tensor | None, Tensor, tuple[Tensor, Tensor] | None]:
+        """``(W, b, post)`` such that the output layer's exact minimiser is
+        ``act(s_{L−1} Wᵀ + b)``, then ``d·scale + offset`` row by row if ``post`` is given.
 
         With output curvature ``c``, the minimiser of ``½c·s² − d·s + β·½(s − t)²`` is
-        ``(d + βt)/(c + β)``, and ``d = s_{L−1} W_{L−1} + b_{L−1}`` is affine, so the scale
-        and the nudge fold into one weight matrix and one bias per relaxation (``β = ∞``
-        clamps the output to ``t``). ``W`` is ``None`` when there is no hidden layer; ``b``
-        then is the whole unconstrained output.
+        ``(d + βt)/(c + β)``, and ``d = s_{L−1} W_{L−1} + b_{L−1}`` is affine, so a scalar β
+        folds into one weight matrix and one bias per relaxation (``β = ∞`` clamps the
+        output to ``t``); a per-sample β is applied after the product (``post``). ``W`` is
+        ``None`` when there is no hidden layer; ``b`` is then the input's drive.
         """
         c = self._output_curvature()
+        L = self.num_layers
+        w, b = (None, input_drive) if L == 1 else (self._transposed(L - 1), self.biases[L - 1])
+        if isinstance(beta, Tensor):
+            scale = 1.0 / (c + beta.to(self.dtype))
+            return w, b, (scale, beta * target.to(self.dtype) * scale)
         if beta == 0.0:
             scale, offset = 1.0 / c, None
         elif math.isinf(beta):
             scale, offset = 0.0 * c, target.to(self.dtype)
         else:
             scale, offset = 1.0 / (c + beta), (beta / (c + beta)) * target.to(self.dtype)
-        L = self.num_layers
-        if L == 1:
-            out = input_drive * scale
-            return None, out if offset is None else out + offset
-        w, b = self._transposed(L - 1), self.biases[L - 1]
         if not (isinstance(scale, float) and scale == 1.0):
-            w = w * (scale[:, None] if isinstance(scale, Tensor) else scale)
+            if w is not None:
+                w = w * (scale[:, None] if isinstance(scale, Tensor) else scale)
             b = b * scale
-        return w, b if offset is None else b + offset
+        return w, b if offset is None else b + offset, None

@@ -8,5 +8,15 @@ from npusim.learning.estimators import (
     GradientEstimate,
     make_estimator,
 )
+from npusim.learning.outer import OuterProduct, dense
 
-__all__ = ["ALGORITHMS", "Backprop", "Contrastive", "EqProp", "GradientEstimate", "make_estimator"]
+__all__ = [
+    "ALGORITHMS",
+    "Backprop",
+    "Contrastive",
+    "EqProp",
+    "GradientEstimate",
+    "OuterProduct",
+    "dense",
+    "make_estimator",
+]

@@ -67,7 +67,8 @@ class EqProp:
 
         b = self.beta
         if self.variant == "centered":
-            phases["nudged+"], phases["nudged-"] = plus, minus = nudge(b), nudge(-b)
+            plus, minus = self._both(model, x, target, free)
+            phases["nudged+"], phases["nudged-"] = plus, minus
             grads = _difference(model, x, plus.state, minus.state, 1.0 / (2 * b))
         elif self.variant == "positive":
             phases["nudged+"] = plus = nudge(b)
@@ -76,6 +77,27 @@ class EqProp:
             phases["nudged-"] = minus = nudge(-b)
             grads = _difference(model, x, free.state, minus.state, 1.0 / b)
         return GradientEstimate(grads, free, phases)
+
+    def _both(
+        self, model: LayeredNetwork, x: Tensor, target: Tensor, free: Relaxation
+    ) -> tuple[Relaxation, Relaxation]:
+        """The +β and −β phases, relaxed side by side as one batch of twice the size (on a
+        chip they run one after the other; each is still a full relaxation of its own)."""
+        n = x.shape[0]
+        betas = torch.full((2 * n, 1), self.beta, dtype=free.state[0].dtype)
+        betas[n:] = -self.beta
+        both = model.relax(
+            x,
+            [torch.cat([s, s]) for s in free.state],
+            beta=betas,
+            target=torch.cat([target, target]),
+            sweeps=self.sweeps,
+            tol=self.tol,
+            tile=2,
+        )
+        plus = Relaxation([s[:n] for s in both.state], both.residual, both.sweeps)
+        minus = Relaxation([s[n:] for s in both.state], both.residual, both.sweeps)
+        return plus, minus
 
 
 @dataclass

@@ -16,7 +16,9 @@ def test_presets_load_and_every_parameter_cites_a_source():
     for name in list_presets():
         spec = load_chip(name)
         assert spec.name == name
-        raw = tomllib.loads((resources.files("npusim.chip") / "presets" / f"{name}.toml").read_text())
+        raw = tomllib.loads(
+            (resources.files("npusim.chip") / "presets" / f"{name}.toml").read_text()
+        )
         for section, table in raw.items():
             if not isinstance(table, dict):
                 continue
@@ -60,7 +62,10 @@ def _write(tmp_path, text: str):
         ("[device]\nn_states = 1\n", ["device.n_states", "out of range", "2 <= n_states"]),
         ("[device]\nn_states = 10.5\n", ["device.n_states", "integer"]),
         ("[device]\nwrite_noise = true\n", ["device.write_noise", "expected a number"]),
-        ("[device]\nstuck_min_fraction = 1.5\n", ["stuck_min_fraction", "0 <= stuck_min_fraction <= 1"]),
+        (
+            "[device]\nstuck_min_fraction = 1.5\n",
+            ["stuck_min_fraction", "0 <= stuck_min_fraction <= 1"],
+        ),
         ("[device]\ng_max = '20 ns'\n", ["device.g_max", "wrong unit 'ns'", "siemens"]),
         ("[timing]\npulse_width = '50 V'\n", ["timing.pulse_width", "wrong unit 'V'", "seconds"]),
         ("[timing]\npulse_width = '50'\n", ["timing.pulse_width", "wrong unit"]),
@@ -99,3 +104,12 @@ def test_user_file_and_replace_and_roundtrip(tmp_path):
     with pytest.raises(ChipSpecError, match="device.n_states"):
         spec.replace(**{"device.n_states": 0})
     assert spec_from_dict(load_chip("pcm").to_dict()) == load_chip("pcm")
+
+
+def test_spec_to_toml_round_trips(tmp_path):
+    from npusim.chip import spec_to_toml
+
+    for name in list_presets():
+        path = tmp_path / f"{name}.toml"
+        path.write_text(spec_to_toml(load_chip(name)))
+        assert load_chip(path) == load_chip(name)

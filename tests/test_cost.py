@@ -199,4 +199,13 @@ def test_claims_check_arithmetic():
     hard = claims_check({"array": 1.0, "adc": 0.5}, {"macs": 1.0, "adc": 1.0}, 10.0, 100.0, c)
     assert math.isinf(hard["terms"]["array"]["must_fall_by_alone"])
     tiny = claims_check({"array": 1e-9}, {"macs": 1e9}, 1e-9, 1e6, c)
-    assert tiny["terms"]["array"]["verdict"].startswith("implausible")
+    assert tiny["terms"]["array"]["verdict"].startswith("NO")
+
+
+def test_inference_uses_the_free_phase_power():
+    led = small_ledger(1)
+    led.add_circuit_power("free", 2e-6, samples=1)
+    led.relax("inference", [8, 6, 3], 10, 5)
+    c = CostConstants()
+    e = npu_cost(led, c).energy_j["inference"]["array"]
+    assert e == pytest.approx(2e-6 * 10 * 5 * c.t_sweep_s)

@@ -1,12 +1,9 @@
 """npusim's steady states against ngspice's operating point (skipped without ngspice)."""
 
-import types
-
 import pytest
 import torch
 
-from npusim.circuits import shockley
-from npusim.circuits.netlist import DiodeModel, drn_to_netlist, random_netlist
+from npusim.circuits.netlist import DiodeModel, Netlist, drn_to_netlist, random_netlist
 from npusim.circuits.netlist_solve import NetlistSolver
 from npusim.circuits.resistive import DeepResistive
 from npusim.circuits.spice import have_ngspice, ngspice_op, read_raw, to_spice
@@ -87,28 +84,17 @@ def test_ideal_netlist_near_steep_ngspice(seed):
     assert dv.abs().max() <= TOL_IDEAL_V, f"max |ΔV| = {dv.abs().max():.3g} V"
 
 
-def _shockley_drn(model, diode: DiodeModel):
-    """Make ``model`` relax with Shockley diodes (layer-exact scalar solves)."""
-
-    def layer(self, k, drive, beta, target):
-        den = self._den[k - 1]
-        if k == self.num_layers:
-            return self._nudged_output(drive, den, beta, target)
-        return shockley.layer_solve(
-            drive, den, shockley.layer_sign(drive.shape[1], drive.dtype), diode
-        )
-
-    model._layer_solve = types.MethodType(layer, model)
-    model.diode_model = diode
-    return model
-
-
 def train_tiny_drn(diode: DiodeModel | None) -> DeepResistive:
     """A small DRN (6 features → 10 → 8 → 3) trained by 20 EqProp steps on a fixed random task,
     with Shockley diodes if ``diode`` is given, else ideal ones."""
-    model = DeepResistive([6, 10, 8, 3], input_gain=2.0, seed=3, dtype=torch.float64)
-    if diode is not None:
-        _shockley_drn(model, diode)
+    model = DeepResistive(
+        [6, 10, 8, 3],
+        input_gain=2.0,
+        seed=3,
+        dtype=torch.float64,
+        diode="ideal" if diode is None else "shockley",
+        diode_model=diode,
+    )
     g = torch.Generator().manual_seed(4)
     for b in model.biases:
         b.copy_((torch.rand(b.shape, generator=g, dtype=torch.float64) - 0.5) * 0.2)
@@ -144,3 +130,25 @@ def test_trained_drn_matches_ngspice(diode):
     assert dv <= tol, f"max |ΔV| = {dv:.3g} V"
     st = NetlistSolver(net).solve(model.input_voltages(x), diode=diode)
     assert (st.voltages - ref).abs().max() <= tol
+
+
+@needs_ngspice
+def test_floating_sources_and_diode_chain_match_ngspice():
+    """Any topology: a source between two free nodes, a diode chain, a bridge."""
+    net = Netlist()
+    n = net.add_nodes(6)
+    net.add_resistor(n[0], 0, 1e-3)
+    net.add_vsource(n[1], n[0], 2.5)  # floating source: V2 − V1 = 2.5 V
+    net.add_diode(n[1], n[2], DiodeModel(rs=50.0))
+    net.add_diode(n[2], n[3], DiodeModel(is_=1e-10, n=1.5))
+    net.add_resistor(n[3], 0, 2e-3)
+    net.add_resistor(n[2], n[4], 5e-4)
+    net.add_resistor(n[4], n[5], 1e-3)
+    net.add_resistor(n[5], 0, 1e-3)
+    net.add_resistor(n[4], 0, 3e-4)
+    net.add_isource(n[5], n[0], 1e-3)  # 1 mA from node 6 into node 1
+    net.add_diode(n[5], n[4], DiodeModel())
+    st = NetlistSolver(net).solve()
+    assert abs(st.voltages[0, n[1]] - st.voltages[0, n[0]] - 2.5) < 1e-12
+    dv = (st.voltages - ngspice_op(net)).abs().max()
+    assert dv <= TOL_V, f"max |ΔV| = {dv:.3g} V"

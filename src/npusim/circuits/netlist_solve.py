@@ -117,20 +117,24 @@ class NetlistSolver:
         voltage (V)."""
         if diode not in ("shockley", "ideal"):
             raise ValueError(f"diode must be 'shockley' or 'ideal', got {diode!r}")
-        vsrc, isrc = _batch(self.net, vsrc, isrc)
+        vsrc, isrc = batch_sources(self.net, vsrc, isrc)
         x0 = self.open_circuit(vsrc, isrc)
         n = self.n
         it = 0
         mu = torch.zeros(x0.shape[0], self.d.shape[1], dtype=torch.float64)
-        if mu.shape[1]:
-            q = x0[:, :n] @ self.d
-            if diode == "ideal":
-                mu, it = lcp_bpp(self.mr, q, max_iter=max_iter)
-            else:
+        nd = mu.shape[1]
+        chunk = max(1, int(2**25 // max(nd * nd, 1)))  # ≤ 256 MiB of per-sample matrices
+        for lo in range(0, mu.shape[0] if nd else 0, chunk):
+            q = x0[lo : lo + chunk, :n] @ self.d
+            start, its = lcp_bpp(self.mr, q, max_iter=max_iter)  # ideal diodes
+            if diode == "shockley":  # warm-started from the ideal currents
                 zv = self.z[:n]
-                start, it = lcp_bpp(self.mr, q, max_iter=max_iter)  # ideal diodes: warm start
-                mu, it2 = shockley_newton(self.mr, q, self.is_, self.nvt, zv, start, tol, max_iter)
-                it += it2
+                start, its2 = shockley_newton(
+                    self.mr, q, self.is_, self.nvt, zv, start, tol, max_iter
+                )
+                its += its2
+            mu[lo : lo + chunk] = start
+            it = max(it, its)
         x = x0 - mu @ self.z.T
         volts = torch.cat([torch.zeros(x.shape[0], 1, dtype=x.dtype), x[:, :n]], 1)
         return Steady(volts, mu, x[:, n:], it)
@@ -141,7 +145,9 @@ def solve(net: Netlist, vsrc=None, isrc=None, *, diode: str = "shockley", **kw) 
     return NetlistSolver(net).solve(vsrc, isrc, diode=diode, **kw)
 
 
-def _batch(net: Netlist, vsrc: Tensor | None, isrc: Tensor | None) -> tuple[Tensor, Tensor]:
+def batch_sources(net: Netlist, vsrc: Tensor | None, isrc: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Source values as float64 batches of equal size: voltages (batch, n_vsources) V and
+    currents (batch, n_isources) A; None takes the netlist's stored values."""
     v = net.vsource_values() if vsrc is None else torch.as_tensor(vsrc, dtype=torch.float64)
     i = net.isource_values() if isrc is None else torch.as_tensor(isrc, dtype=torch.float64)
     v = v.reshape(v.shape[0] if v.dim() == 2 else 1, len(net.vsources))

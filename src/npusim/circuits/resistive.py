@@ -13,6 +13,10 @@ The energy is the co-content whose stationary point is Kirchhoff's current law::
 its first term is half the power the resistors dissipate (P = Σ G ΔV², W). Given its
 neighbours, a node's exact minimiser is the conductance-weighted mean of its neighbours' voltages
 plus its source current over its total conductance, then clipped by its diode.
+
+With ``diode="shockley"`` the diodes are Shockley diodes with series resistance
+(:mod:`npusim.circuits.shockley`): the energy adds their co-content and a node's exact minimiser
+solves its KCL with the diode current, one scalar monotone equation per node.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import math
 import torch
 from torch import Tensor
 
+from npusim.circuits import shockley
 from npusim.circuits.layered import LayeredNetwork
+from npusim.circuits.netlist import DiodeModel
 from npusim.learning.outer import OuterProduct
 
 
@@ -38,7 +44,11 @@ class DeepResistive(LayeredNetwork):
         weight_gains: list[float] | None = None,
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
+        diode: str = "ideal",
+        diode_model: DiodeModel | None = None,
     ) -> None:
+        if diode not in ("ideal", "shockley"):
+            raise ValueError(f"diode must be 'ideal' or 'shockley', got {diode!r}")
         if not input_gain > 0:
             raise ValueError(f"input_gain must be > 0, got {input_gain}")
         phys = [2 * int(sizes[0]), *sizes[1:]] if sizes else sizes
@@ -61,6 +71,10 @@ class DeepResistive(LayeredNetwork):
             hi.append(torch.cat([torch.full((half,), math.inf), torch.zeros(n - half)]))
         self._lo = [t.to(dtype) for t in lo]
         self._hi = [t.to(dtype) for t in hi]
+        # Shockley diodes (Is, n, Vt, Rs; see circuits/shockley.py) instead of ideal ones
+        self.diode = diode
+        self.diode_model = (diode_model or DiodeModel()) if diode == "shockley" else None
+        self._sign = [shockley.layer_sign(n, dtype) for n in self.sizes[1:-1]]
 
     @property
     def signed(self) -> list[bool]:
@@ -95,6 +109,10 @@ class DeepResistive(LayeredNetwork):
         return super().relax(x, state, **kw)
 
     def _layer_solve(self, k: int, drive: Tensor) -> Tensor:
+        if self.diode == "shockley":
+            return shockley.layer_solve(
+                drive, self._den[k - 1], self._sign[k - 1], self.diode_model
+            )
         return torch.clamp(drive / self._den[k - 1], self._lo[k - 1], self._hi[k - 1])
 
     def _activate_output(self, v: Tensor) -> Tensor:
@@ -107,6 +125,8 @@ class DeepResistive(LayeredNetwork):
             a, b = layers[k], layers[k + 1]
             sq = a.pow(2) @ g.sum(1) + b.pow(2) @ g.sum(0) - 2 * ((a @ g) * b).sum(1)
             e = e + 0.5 * sq - b @ self.biases[k]
+        if self.diode == "shockley":
+            e = e + shockley.diode_energy(state, self.diode_model)
         return e
 
     def dissipated_power(self, x: Tensor, state: list[Tensor]) -> Tensor:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from npusim.circuits.netlist import THERMAL_VOLTAGE, Netlist
+from npusim.circuits.netlist_solve import batch_sources
 
 #: Tight tolerances so that ngspice's answer is exact to far below 1 µV.
 OPTIONS = "reltol=1e-12 abstol=1e-18 vntol=1e-13 gmin=1e-30 itl1=1000 itl2=1000 temp=27 tnom=27"
@@ -47,9 +48,7 @@ def to_spice(
     """SPICE deck of ``net``. ``vsrc`` (batch, n_vsources) V and ``isrc`` (batch, n_isources)
     A give one operating point per row (None: the stored values, one point); ``raw_path``
     names the ASCII raw file the deck writes (None: write nothing, e.g. for timing)."""
-    from npusim.circuits.netlist_solve import _batch
-
-    vs, cs = _batch(net, vsrc, isrc)
+    vs, cs = batch_sources(net, vsrc, isrc)
     lines = [f"* {title}"]
     lines += [f"R{k} {a} {b} {_num(1.0 / g)}" for k, (a, b, g) in enumerate(net.resistors)]
     models: dict[tuple[float, float, float], str] = {}

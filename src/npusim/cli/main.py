@@ -7,8 +7,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from npusim.cli.chip_commands import CHIP_COMMANDS
 from npusim.data.datasets import DATASETS
 from npusim.learning.estimators import ALGORITHMS, VARIANTS
+from npusim.report.command import add_report_args, run_report
 from npusim.runtime.config import MODELS, TrainConfig
 
 # name -> (add_arguments(parser), run(args) -> exit code)
@@ -57,12 +59,21 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--input-gain", type=float, default=d.input_gain, help="DRN input gain")
+    p.add_argument(
+        "--diode",
+        choices=("ideal", "shockley"),
+        default=d.diode,
+        help="DRN diodes: ideal, or Shockley (Is 1e-12 A, n 1, 27 °C)",
+    )
     p.add_argument("--augment", type=int, help="random shift in pixels (default 1; digits 0)")
     p.add_argument("--out", type=Path, help="run folder (default: a new one under --runs)")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="where new run folders go")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument(
+        "--chip", default=d.chip, help="chip preset (ideal, rram, pcm, ecram) or a .toml file"
+    )
 
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
@@ -84,7 +95,9 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         epochs=a.epochs,
         seed=a.seed,
         input_gain=a.input_gain,
+        diode=a.diode,
         augment=a.augment,
+        chip=a.chip,
     )
     if cfg.lrs is not None and len(cfg.lrs) == 1:
         cfg.lrs = cfg.lrs * (len(cfg.hidden) + 1)
@@ -92,6 +105,9 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
 
 
 def run_train(a: argparse.Namespace) -> int:
+    from npusim.cost.constants import drn_power_scale_w
+    from npusim.report.command import report_ledger
+    from npusim.runtime.ledger import Ledger
     from npusim.runtime.run import new_run_dir, train_run
 
     if a.resume and a.out is None:
@@ -104,17 +120,24 @@ def run_train(a: argparse.Namespace) -> int:
         torch.set_num_threads(a.threads)
     cfg = config_from_args(a)
     out = a.out or new_run_dir(a.runs, cfg)
-    tr = train_run(cfg, out, resume=a.resume, epochs=a.epochs, progress=not a.no_progress)
+    scale = drn_power_scale_w(cfg.chip, cfg.input_gain) if cfg.model == "drn" else None
+    ledger = Ledger(power_scale_w=scale)  # a resumed run restores the saved counts
+    tr = train_run(
+        cfg, out, resume=a.resume, epochs=a.epochs, progress=not a.no_progress, ledger=ledger
+    )
     best = tr.best
     print(
         f"best validation error {100 * best.val_error:.2f}% at epoch {best.epoch}; "
         f"test error there {100 * best.test_error:.2f}%"
     )
-    print(f"run folder: {out}")
+    report_ledger(tr.ledger, out, chip=tr.cfg.chip)
+    print(f"run folder: {out}  (energy claims check: npusim report {out} --target-ratio 10000)")
     return 0
 
 
 COMMANDS["train"] = (add_train_args, run_train)
+COMMANDS.update(CHIP_COMMANDS)  # eval (after drift), sweep (one chip parameter)
+COMMANDS["report"] = (add_report_args, run_report)  # energy, time, area; claims check
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,9 +148,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="npusim", description="Simulate an analog NPU that learns on the chip."
-    )
+    parser = _Parser(prog="npusim", description="Simulate an analog NPU that learns on the chip.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (add, _) in COMMANDS.items():
         add(sub.add_parser(name, help=(add.__doc__ or name).strip().splitlines()[0]))

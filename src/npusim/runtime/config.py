@@ -9,6 +9,7 @@ from npusim.data.datasets import DATASETS
 from npusim.learning.estimators import ALGORITHMS, VARIANTS
 
 MODELS = ("dhn", "drn")
+DIODES = ("ideal", "shockley")
 
 # Defaults per model, chosen on the validation split of mnist5k (see README).
 MODEL_DEFAULTS: dict[str, dict] = {
@@ -56,6 +57,7 @@ class TrainConfig:
     epochs: int | None = None
     seed: int = 0
     input_gain: float = 480.0
+    diode: str = "ideal"
     augment: int | None = None
     chip: str = "ideal"
     eval_batch: int = 1000
@@ -100,7 +102,13 @@ class TrainConfig:
         )
         need(self.weight_decay >= 0.0, "weight_decay", ">= 0")
         need(self.input_gain > 0.0, "input_gain", "> 0")
-        need(self.augment is not None and 0 <= self.augment <= 4, "augment", "0..4 pixels of random shift")
+        need(self.diode in DIODES, "diode", ", ".join(DIODES))
+        need(self.diode == "ideal" or self.model == "drn", "diode", "shockley only with model drn")
+        need(
+            self.augment is not None and 0 <= self.augment <= 4,
+            "augment",
+            "0..4 pixels of random shift",
+        )
         need(self.eval_batch >= 1, "eval_batch", "an integer >= 1")
         n = len(self.hidden) + 1
         need(

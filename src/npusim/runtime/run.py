@@ -64,6 +64,11 @@ def results_dict(tr: Trainer, extra: dict | None = None) -> dict:
         "last_test_error": hist[-1].test_error if hist else None,
         "samples_per_s": sum(r.samples_per_s for r in hist) / len(hist) if hist else None,
     }
+    res["chip"] = tr.cfg.chip
+    stats = tr.synapses.pulse_stats() if hasattr(tr.synapses, "pulse_stats") else None
+    res["pulses"] = stats or {"pulses_mean": 0.0, "pulses_max": 0, "pulses_total": 0}
+    if tr.ledger is not None:  # event counts for `npusim report`
+        res["ledger"] = tr.ledger.to_dict()
     if extra:
         res.update(extra)
     return res

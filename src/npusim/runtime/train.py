@@ -11,8 +11,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from npusim.chip import load_chip
 from npusim.circuits import DeepHopfield, DeepResistive, LayeredNetwork
 from npusim.data.datasets import Dataset, load_dataset, one_hot
+from npusim.devices import make_synapses
 from npusim.learning.estimators import make_estimator
 from npusim.runtime.config import TrainConfig
 from npusim.runtime.io import atomic_torch_save
@@ -24,7 +26,7 @@ def build_model(cfg: TrainConfig, num_features: int, num_classes: int) -> Layere
     sizes = [num_features, *cfg.hidden, num_classes]
     if cfg.model == "dhn":
         return DeepHopfield(sizes, seed=cfg.seed)
-    return DeepResistive(sizes, input_gain=cfg.input_gain, seed=cfg.seed)
+    return DeepResistive(sizes, input_gain=cfg.input_gain, seed=cfg.seed, diode=cfg.diode)
 
 
 def shift_images(x: Tensor, shape: tuple[int, int], max_shift: int, g: torch.Generator) -> Tensor:
@@ -92,6 +94,11 @@ class Trainer:
             free_sweeps=self.cfg.free_sweeps,
         )
         self.optim = SGD(self.cfg.lrs * 2, self.cfg.momentum, self.cfg.weight_decay)
+        if synapses is None and self.cfg.chip != "ideal":  # train through the chip's devices
+            spec = load_chip(self.cfg.chip)
+            if not spec.is_ideal:
+                params, signed = self.model.params(), self.model.signed
+                synapses = make_synapses(spec, params, signed, seed=self.cfg.seed)
         self.synapses = synapses
         self.ledger = ledger
         self.state = TrainState()
@@ -121,7 +128,7 @@ class Trainer:
             wrong += int((self.model.output(est.free.state).argmax(1) != y).sum())
             self._apply(self.optim.deltas(self.model.params(), est.grads))
             if self.ledger is not None:
-                self.ledger.training_step(self.model, est, len(x))
+                self.ledger.training_step(self.model, est, len(x), x=x, synapses=self.synapses)
             if on_batch is not None:
                 on_batch(len(x))
         seconds = time.perf_counter() - t0
@@ -129,6 +136,8 @@ class Trainer:
 
     def evaluate(self, split: str) -> float:
         x, y = self.data.split(split)
+        if self.ledger is not None:  # the chip infers every evaluated sample
+            self.ledger.relax("inference", self.model.sizes, len(x), self.cfg.inference_sweeps)
         return error_rate(self.model, x, y, self.cfg.inference_sweeps, self.cfg.eval_batch)
 
     def run_epoch(self, on_batch: Callable[[int], None] | None = None) -> EpochRecord:

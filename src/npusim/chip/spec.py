@@ -1,0 +1,263 @@
+"""Typed description of a chip: crossbar arrays, synapse devices, periphery, timing, energy.
+
+Every numeric field carries its unit and allowed range in ``metadata`` so the
+TOML loader (:mod:`npusim.chip.load`) can validate a file and name the key in
+one clear error. Quantities are SI (S, V, A, s, J, W, m^2); "normalised" means
+dimensionless. Each section has a ``sources`` table: key -> citation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ChipSpecError(ValueError):
+    """A chip description is invalid; the message names the key and what is allowed."""
+
+
+def _num(default: Any, unit: str, lo: float, hi: float, doc: str = "") -> Any:
+    """Numeric field with unit (``""`` for normalised/count) and inclusive range."""
+    return field(default=default, metadata={"unit": unit, "range": (lo, hi), "doc": doc})
+
+
+def _choice(default: str, *choices: str) -> Any:
+    return field(default=default, metadata={"choices": choices})
+
+
+def _sources() -> Any:
+    return field(default_factory=dict, metadata={"sources": True})
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """Crossbar arrays and their tiling.
+
+    rows, cols: devices per crossbar array (count). tiles: arrays available on
+    the chip (count). adcs_per_array: ADCs shared by the columns of one array
+    (column multiplexing). read_voltage (V): voltage that encodes a normalised
+    input of 1 on a row.
+    """
+
+    rows: int = _num(128, "", 1, 65536)
+    cols: int = _num(128, "", 1, 65536)
+    tiles: int = _num(1024, "", 1, 10**7)
+    adcs_per_array: int = _num(8, "", 1, 65536)
+    read_voltage: float = _num(0.2, "V", 1e-3, 5.0)
+    sources: dict[str, str] = _sources()
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """Synapse device model (see :mod:`npusim.devices.pulsed` for the equations).
+
+    Conductances are normalised by ``g_max`` inside the simulator: y = G / g_max,
+    nominally in [g_min/g_max, 1]. One pulse moves y by a state-dependent step
+
+        up:   dy = s_up   * (1 + nl_up   * (1 - 2u))     u = (y - y_lo) / (y_hi - y_lo)
+        down: dy = s_down * (1 + nl_down * (2u - 1))
+
+    with s_up / s_down = asymmetry and (s_up + s_down)/2 = (1 - g_min/g_max) / n_states,
+    plus cycle-to-cycle noise of std ``write_noise`` * step per pulse.
+
+    model: "ideal" (weights are updated exactly) or "pulsed".
+    g_min, g_max (S): conductance bounds. n_states: pulses across the range.
+    nonlinearity_up/down (normalised, 0 = linear, 1 = soft bounds).
+    asymmetry: up-step / down-step ratio at the symmetric point.
+    write_noise: cycle-to-cycle std of one pulse's step, in units of the step.
+    read_noise: std of one read, in units of (g_max - g_min).
+    drift_nu, drift_nu_std: drift exponent mean and device-to-device std,
+    G(t) = G0 (t / drift_t0)^(-nu) for t > drift_t0 (s).
+    d2d_*: device-to-device relative std of step, bounds, asymmetry,
+    nonlinearity and write noise, sampled once per chip from the seed.
+    stuck_min_fraction / stuck_max_fraction: devices stuck at their g_min / g_max.
+    rounding: update-to-pulse-count rounding. scheme: "bidirectional" (both
+    devices of a pair move, in opposite directions), "reference" (g+ is
+    programmed both ways, g- is a reference at the symmetry point, re-programmed
+    only on refresh) or "one_sided" (only potentiating pulses, e.g. PCM gradual
+    SET; depression by abrupt RESET on refresh).
+    refresh, refresh_level, refresh_interval: every refresh_interval updates,
+    a pair above refresh_level of its devices' range (one-sided: either device;
+    bidirectional: both, or both below 1 - level) is re-programmed to the same
+    weight with headroom (counted as pulses).
+    endurance: pulses after which a device freezes (count).
+    weight_range: full-swing |w| of a pair, as a multiple of the tensor's
+    initial max |w| (normalised). drift_compensation: rescale read weights
+    by a global factor (as calibrated on chip) after drift.
+    """
+
+    model: str = _choice("pulsed", "ideal", "pulsed")
+    g_min: float = _num(1e-6, "S", 0.0, 1e-2)
+    g_max: float = _num(1e-4, "S", 1e-9, 1e-2)
+    n_states: int = _num(1000, "", 2, 10**7)
+    nonlinearity_up: float = _num(0.0, "", 0.0, 1.0)
+    nonlinearity_down: float = _num(0.0, "", 0.0, 1.0)
+    asymmetry: float = _num(1.0, "", 0.1, 10.0)
+    write_noise: float = _num(0.0, "", 0.0, 10.0)
+    read_noise: float = _num(0.0, "", 0.0, 1.0)
+    drift_nu: float = _num(0.0, "", 0.0, 1.0)
+    drift_nu_std: float = _num(0.0, "", 0.0, 1.0)
+    drift_t0: float = _num(1.0, "s", 1e-9, 1e6)
+    drift_compensation: bool = False
+    d2d_step: float = _num(0.0, "", 0.0, 2.0)
+    d2d_bounds: float = _num(0.0, "", 0.0, 0.5)
+    d2d_asymmetry: float = _num(0.0, "", 0.0, 2.0)
+    d2d_nonlinearity: float = _num(0.0, "", 0.0, 2.0)
+    d2d_write_noise: float = _num(0.0, "", 0.0, 2.0)
+    stuck_min_fraction: float = _num(0.0, "", 0.0, 1.0)
+    stuck_max_fraction: float = _num(0.0, "", 0.0, 1.0)
+    rounding: str = _choice("stochastic", "stochastic", "deterministic")
+    scheme: str = _choice("bidirectional", "bidirectional", "reference", "one_sided")
+    refresh: bool = True
+    refresh_level: float = _num(0.9, "", 0.5, 1.0)
+    refresh_interval: int = _num(100, "", 1, 10**9)
+    endurance: float = _num(math.inf, "", 1.0, math.inf)
+    weight_range: float = _num(3.0, "", 0.01, 1e3)
+    sources: dict[str, str] = _sources()
+
+    @property
+    def on_off_ratio(self) -> float:
+        """g_max / g_min (inf when g_min is 0)."""
+        return math.inf if self.g_min == 0 else self.g_max / self.g_min
+
+
+@dataclass(frozen=True)
+class ConverterSpec:
+    """DAC (inputs to rows) and ADC (column outputs) of the periphery.
+
+    bits = 0 means an ideal converter (no quantisation, no clipping).
+    Ranges are normalised signal values (a DAC code of dac_hi drives
+    ``array.read_voltage``); values outside are clipped.
+    """
+
+    dac_bits: int = _num(0, "", 0, 24)
+    dac_lo: float = _num(0.0, "", -1e6, 1e6)
+    dac_hi: float = _num(1.0, "", -1e6, 1e6)
+    adc_bits: int = _num(0, "", 0, 24)
+    adc_lo: float = _num(-1.0, "", -1e6, 1e6)
+    adc_hi: float = _num(1.0, "", -1e6, 1e6)
+    sources: dict[str, str] = _sources()
+
+
+@dataclass(frozen=True)
+class AmplifierSpec:
+    """Column amplifiers (transimpedance + neuron nonlinearity).
+
+    gain (V/A): transimpedance gain. per_array: amplifiers per array (count).
+    """
+
+    gain: float = _num(1e4, "V/A", 1e-3, 1e12)
+    per_array: int = _num(128, "", 1, 65536)
+    sources: dict[str, str] = _sources()
+
+
+@dataclass(frozen=True)
+class TimingSpec:
+    """Timing. pulse_width (s): one programming pulse. settle_tau (s): RC time
+    constant of an array settling to equilibrium. read_time (s): one array read
+    (integration + conversion). clock (Hz): digital periphery clock."""
+
+    pulse_width: float = _num(1e-8, "s", 1e-12, 1.0)
+    settle_tau: float = _num(1e-9, "s", 1e-15, 1.0)
+    read_time: float = _num(1e-7, "s", 1e-12, 1.0)
+    clock: float = _num(1e9, "Hz", 1e3, 1e12)
+    sources: dict[str, str] = _sources()
+
+
+@dataclass(frozen=True)
+class EnergySpec:
+    """Energy and area constants for the cost model (all per event, SI units).
+
+    adc_fom (J per conversion step): Walden figure of merit; one b-bit ADC
+    conversion costs ``adc_fom * 2**b`` (see :meth:`adc_energy`).
+    dac_fom (J per conversion step): same for a DAC (:meth:`dac_energy`).
+    program_pulse (J): one potentiating/depressing programming pulse.
+    reset_pulse (J): one abrupt RESET pulse (one-sided devices, refresh).
+    read_device (J): reading one device once (V^2 G t at mid conductance).
+    amplifier_power (W): one column amplifier while active.
+    sram_per_byte, dram_per_byte (J/B): on-chip SRAM / off-chip DRAM access.
+    digital_mac (J): one 8-bit integer multiply-accumulate at ``node``.
+    digital_fp32_op (J): one fp32 multiply or add at ``node``.
+    static_power (W): leakage of one array with its periphery when powered.
+    array_area (m^2): one crossbar array. adc_area, dac_area, amplifier_area
+    (m^2): one converter / amplifier. node (m): technology node of the above.
+    """
+
+    adc_fom: float = _num(6e-15, "J", 0.0, 1e-9)
+    dac_fom: float = _num(12e-15, "J", 0.0, 1e-9)
+    program_pulse: float = _num(1e-12, "J", 0.0, 1e-6)
+    reset_pulse: float = _num(1e-12, "J", 0.0, 1e-6)
+    read_device: float = _num(2e-15, "J", 0.0, 1e-9)
+    amplifier_power: float = _num(1e-5, "W", 0.0, 1.0)
+    sram_per_byte: float = _num(1.25e-12, "J/B", 0.0, 1e-6)
+    dram_per_byte: float = _num(1.6e-10, "J/B", 0.0, 1e-6)
+    digital_mac: float = _num(2.3e-13, "J", 0.0, 1e-6)
+    digital_fp32_op: float = _num(3.7e-12, "J", 0.0, 1e-6)
+    static_power: float = _num(1e-4, "W", 0.0, 1e3)
+    array_area: float = _num(2.5e-11, "m2", 0.0, 1e-2)
+    adc_area: float = _num(1.2e-9, "m2", 0.0, 1e-2)
+    dac_area: float = _num(1.7e-13, "m2", 0.0, 1e-2)
+    amplifier_area: float = _num(5e-11, "m2", 0.0, 1e-2)
+    node: float = _num(32e-9, "m", 1e-9, 1e-5)
+    sources: dict[str, str] = _sources()
+
+    def adc_energy(self, bits: int) -> float:
+        """Energy of one ``bits``-bit ADC conversion (J); 0 for an ideal (0-bit) ADC."""
+        return self.adc_fom * 2.0**bits if bits > 0 else 0.0
+
+    def dac_energy(self, bits: int) -> float:
+        """Energy of one ``bits``-bit DAC conversion (J); 0 for an ideal (0-bit) DAC."""
+        return self.dac_fom * 2.0**bits if bits > 0 else 0.0
+
+
+SECTIONS: dict[str, type] = {
+    "array": ArraySpec,
+    "device": DeviceSpec,
+    "converters": ConverterSpec,
+    "amplifier": AmplifierSpec,
+    "timing": TimingSpec,
+    "energy": EnergySpec,
+}
+
+
+@dataclass(frozen=True)
+class ChipSpec:
+    """A whole chip. Load one with :func:`npusim.chip.load_chip`."""
+
+    name: str = "custom"
+    description: str = ""
+    array: ArraySpec = field(default_factory=ArraySpec)
+    device: DeviceSpec = field(default_factory=DeviceSpec)
+    converters: ConverterSpec = field(default_factory=ConverterSpec)
+    amplifier: AmplifierSpec = field(default_factory=AmplifierSpec)
+    timing: TimingSpec = field(default_factory=TimingSpec)
+    energy: EnergySpec = field(default_factory=EnergySpec)
+
+    @property
+    def is_ideal(self) -> bool:
+        """True when weights are updated exactly (no device physics)."""
+        return self.device.model == "ideal"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON/TOML-friendly; inf stays a float)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **dotted: Any) -> ChipSpec:
+        """Copy with fields changed by dotted key, e.g. ``replace(**{"device.n_states": 64})``.
+
+        Values are validated like TOML values (units, types, ranges).
+        """
+        from npusim.chip.load import spec_from_dict
+
+        data = self.to_dict()
+        for key, value in dotted.items():
+            section, _, name = key.partition(".")
+            if not name:
+                data[section] = value
+            elif section not in data or not isinstance(data[section], dict):
+                raise ChipSpecError(f"{key}: unknown section '{section}'")
+            else:
+                data[section][name] = value
+        return spec_from_dict(data, origin=f"{self.name} (modified)")

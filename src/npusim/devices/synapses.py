@@ -1,0 +1,448 @@
+"""Synapse arrays: how a learning update reaches the weights a chip holds.
+
+The trainer computes a desired update ``delta`` per parameter tensor and calls
+``synapses.apply(params, deltas)``; afterwards ``params`` equal the effective
+weights the chip holds.
+
+Where parameters live: weight matrices (tensors with 2+ dimensions) are held
+by devices; biases (1-D tensors) are held by the digital periphery as exact
+registers and updated with ``p.add_(d)`` (clamped at 0 when flagged
+non-negative). A signed weight is a differential pair w = s * (y+ - y-); a
+non-negative weight (a DRN conductance) is one device w = s * y, where y is
+the conductance normalised by g_max and s the tensor's weight scale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from npusim.chip.spec import ChipSpec, DeviceSpec
+from npusim.devices import pulsed
+from npusim.devices.ideal import IdealSynapses, add_exact
+from npusim.devices.pulsed import HI, LO, NOISE
+
+_SEED_DEVICES = 0x5EED_0001
+_SEED_PULSES = 0x5EED_0002
+_SEED_DRIFT = 0x5EED_0003
+
+
+class DeviceSynapses:
+    """Weights held by pulsed memristive devices (see :mod:`npusim.devices.pulsed`).
+
+    params: the network's parameter tensors (kept by reference; programmed to
+    the chip at construction, so they may change slightly). signed: per
+    tensor, True for a differential pair, False for one non-negative device.
+    seed: draws the chip (device models, their assignment, faults) and the
+    streams of programming randomness.
+
+    Per weight one 16-byte record holds y+ and y- (conductance / g_max), both
+    devices' bank rows and the pulses of the first device (see :meth:`_bind`);
+    only weights that receive pulses are touched. Randomness per update: 16-bit
+    uniforms for stochastic rounding (bias < 2^-17 pulse), triangular write noise.
+    """
+
+    def __init__(
+        self,
+        dev: DeviceSpec,
+        params: list[Tensor],
+        signed: list[bool],
+        seed: int,
+        on_device: list[bool] | None = None,
+    ) -> None:
+        self.dev = dev
+        self.params = params
+        self.signed = list(signed)
+        self.seed = int(seed)
+        self.on_device = [p.dim() >= 2 for p in params] if on_device is None else list(on_device)
+        self.rng = np.random.SFC64(self.seed ^ _SEED_PULSES)
+        gen = torch.Generator().manual_seed(self.seed ^ _SEED_DEVICES)
+        y_lo, _, self.step0 = pulsed.nominal_range(dev)
+        self.span = 1.0 - y_lo
+        self.bank = pulsed.sample_bank(dev, pulsed.BANK_SIZE, gen)
+        self._bank_np = self.bank.view(-1, 8).numpy()
+        self.noisy = dev.write_noise > 0
+        self._signs = torch.tensor([1.0, -1.0])
+        self._offset16, self._zero = torch.tensor(0.5 + 2.0**-17), torch.tensor(0.0)
+        self._count_bound = [0.0] * len(params)  # upper bound of any device's pulse count
+        self.rec: list[Tensor | None] = []  # (numel, 4) int32 records, see _bind
+        self.c1: list[Tensor | None] = []  # pulses of the second device of a pair
+        self.y: list[Tensor | None] = []  # views: conductance / g_max, (numel, devices)
+        self.model: list[Tensor | None] = []  # views: bank row of a down step, (numel, devices)
+        self.scale: list[float] = []
+        self.updates = 0
+        self.total_pulses = 0
+        self.refreshes = 0
+        self.refresh_pulses = 0
+        for p, sgn, held in zip(params, self.signed, self.on_device, strict=True):
+            if not held:
+                self.y.append(None), self.model.append(None)
+                self.rec.append(None), self.c1.append(None)
+                self.scale.append(0.0)
+                continue
+            d = 2 if sgn else 1
+            peak = float(p.detach().abs().max()) if p.numel() else 0.0
+            w_max = dev.weight_range * (peak if peak > 0 else 1.0)
+            if not sgn:
+                self.scale.append(w_max)
+            else:  # a full swing of the programmed device(s) spans 2 w_max
+                self.scale.append(
+                    w_max / (self.span / 2 if dev.scheme == "reference" else self.span)
+                )
+            # row of each device's down step in the bank (2 x model; its up step is the next row)
+            model = 2 * torch.randint(1, pulsed.BANK_SIZE, (p.numel(), d), generator=gen)
+            u = torch.rand((p.numel(), d), generator=gen)
+            y = self._initial_state(p.detach().reshape(-1), model, sgn, self.scale[-1])
+            lo, hi = self._rows(model, 0)[..., LO], self._rows(model, 0)[..., HI]
+            stuck_min = u < dev.stuck_min_fraction
+            stuck = u < dev.stuck_min_fraction + dev.stuck_max_fraction
+            y = torch.where(stuck, torch.where(stuck_min, lo, hi), y)
+            if sgn:  # program-and-verify: the healthy device of a pair compensates a stuck one
+                d_w = p.detach().reshape(-1) / self.scale[-1]
+                only0, only1 = stuck[:, 0] & ~stuck[:, 1], stuck[:, 1] & ~stuck[:, 0]
+                y[:, 1] = torch.where(only0, (y[:, 0] - d_w).clamp(lo[:, 1], hi[:, 1]), y[:, 1])
+                y[:, 0] = torch.where(only1, (y[:, 1] + d_w).clamp(lo[:, 0], hi[:, 0]), y[:, 0])
+            model[stuck] = pulsed.FROZEN
+            rec = torch.zeros((p.numel(), 4), dtype=torch.int32)
+            self.rec.append(rec)
+            self.c1.append(torch.zeros(p.numel(), dtype=torch.int32) if sgn else None)
+            self._bind(len(self.rec) - 1)
+            self.y[-1].copy_(y)
+            self.model[-1].copy_(model)
+        self._write_params(range(len(params)))
+
+    def _bind(self, i: int) -> None:
+        """Views of tensor ``i``'s 16-byte records: (y+, y-, model+ | model-, pulses+).
+
+        ``model`` holds each device's bank row for a down step (2 x its model index,
+        0 for a frozen device); the row after it is the up step.
+        """
+        rec, d = self.rec[i], 2 if self.signed[i] else 1
+        y, model = rec.view(torch.float32)[:, :d], rec.view(torch.int16)[:, 4 : 4 + d]
+        if i < len(self.y):
+            self.y[i], self.model[i] = y, model
+        else:
+            self.y.append(y), self.model.append(model)
+
+    def device_counts(self, i: int) -> Tensor | None:
+        """Pulses received by each device of tensor ``i``, shape (numel, devices)."""
+        if self.rec[i] is None:
+            return None
+        c0 = self.rec[i][:, 3]
+        return c0.unsqueeze(1) if self.c1[i] is None else torch.stack([c0, self.c1[i]], 1)
+
+    # -- helpers ---------------------------------------------------------------------
+    def _rows(self, model: Tensor, up: Tensor | int) -> Tensor:
+        """Bank rows (..., 8) of devices ``model`` for pulse direction ``up`` (1) / down (0)."""
+        flat = (model + up).reshape(-1).numpy()
+        rows = np.take(self._bank_np, flat, axis=0)
+        return torch.from_numpy(rows).view(*model.shape, 8)
+
+    def _uniform16(self, m: int) -> Tensor:
+        """m random int16 k; (k + 2^15 + 1/2) / 2^16 is uniform on a 2^16-point grid in (0, 1)."""
+        return torch.from_numpy(self.rng.random_raw((m + 3) // 4).view(np.int16)[:m])
+
+    def _noise(self, m: int) -> Tensor:
+        """m zero-mean, unit-variance triangular variates (sum of two 8-bit uniforms)."""
+        raw = self.rng.random_raw((2 * m + 7) // 8).view(np.uint8)[: 2 * m]
+        b = torch.from_numpy(raw.astype(np.float32)).view(m, 2)
+        return (b[:, 0] + b[:, 1]).sub_(255.0).mul_(1.0 / 104.5107)
+
+    def _initial_state(self, w: Tensor, model: Tensor, sgn: bool, s: float) -> Tensor:
+        """Program-and-verify the initial weights (residual error: one step's write noise)."""
+        rows = self._rows(model, 1)
+        lo, hi = rows[..., LO], rows[..., HI]
+        d = w / s
+        if not sgn:
+            y = d.unsqueeze(1).clone()
+        elif self.dev.scheme == "one_sided":
+            base = torch.maximum(lo[:, 0], lo[:, 1])
+            y = torch.stack([base + d.clamp(min=0), base + (-d).clamp(min=0)], 1)
+        elif self.dev.scheme == "reference":
+            mid = 0.5 * (torch.maximum(lo[:, 0], lo[:, 1]) + torch.minimum(hi[:, 0], hi[:, 1]))
+            y = torch.stack([mid + d, mid], 1)
+        else:
+            mid = 0.5 * (torch.maximum(lo[:, 0], lo[:, 1]) + torch.minimum(hi[:, 0], hi[:, 1]))
+            y = torch.stack([mid + 0.5 * d, mid - 0.5 * d], 1)
+        if self.noisy:
+            y.addcmul_(self._noise(y.numel()).view_as(y), rows[..., NOISE])
+        return torch.minimum(torch.maximum(y, lo), hi)
+
+    def _weights_from(self, i: int, y: Tensor) -> Tensor:
+        w = y[:, 0] - y[:, 1] if self.signed[i] else y[:, 0]
+        return w * self.scale[i]
+
+    def _write_params(self, which: Any) -> None:
+        with torch.no_grad():
+            for i in which:
+                if self.y[i] is not None:
+                    self.params[i].copy_(self._weights_from(i, self.y[i]).view_as(self.params[i]))
+
+    def _pulse_counts(self, i: int, dlt: Any, stochastic: bool) -> tuple[Tensor, Tensor]:
+        """Pulsed weights (flat indices) and their signed pulse counts (float, integer-valued).
+
+        A factored update ``left^T right`` is only expanded on the rows whose
+        ``left`` is not all zero (e.g. dark input pixels get no pulses).
+        """
+        pair_step = self.step0 * self.scale[i]
+        if self.signed[i] and self.dev.scheme == "bidirectional":
+            pair_step *= 2.0  # each pulse moves both devices of the pair
+        rows = None
+        offset = self._offset16 if stochastic else self._zero
+        if hasattr(dlt, "left") and hasattr(dlt, "right"):  # factored outer product
+            left, right = dlt.left, dlt.right * (1.0 / pair_step)
+            active = left.ne(0).any(0)
+            if not bool(active.all()):
+                rows = active.nonzero().squeeze(1)
+                left = left.index_select(1, rows)
+            x = torch.addmm(offset, left.t(), right).view(-1)
+        else:
+            x = torch.add(offset, dlt.reshape(-1), alpha=1.0 / pair_step)
+        if stochastic:  # floor(x + (k + 2^15 + 1/2) / 2^16): unbiased to 2^-17 of a pulse
+            n = x.add_(self._uniform16(x.numel()), alpha=2.0**-16).floor_()
+        else:
+            n = x.round_()
+        idx = torch.from_numpy(np.flatnonzero(n.ne(0).numpy()))
+        nk = n.index_select(0, idx)
+        if rows is not None:  # block index -> flat index of the full matrix
+            cols = dlt.right.shape[1]
+            if cols & (cols - 1) == 0:  # a power of two: shift and mask
+                shift = cols.bit_length() - 1
+                idx = (rows.index_select(0, idx >> shift) << shift) | (idx & (cols - 1))
+            else:
+                idx = rows.index_select(0, idx // cols) * cols + idx % cols
+        return idx, nk
+
+    # -- programming -----------------------------------------------------------------
+    @torch.no_grad()
+    def apply(self, params: list[Tensor], deltas: list[Any]) -> None:
+        """Turn each desired update into pulses, program the devices, update ``params``."""
+        stochastic = self.dev.rounding == "stochastic"
+        for i, (p, dlt) in enumerate(zip(params, deltas, strict=True)):
+            if self.y[i] is None:
+                add_exact(p, dlt, self.signed[i])
+                continue
+            idx, nk = self._pulse_counts(i, dlt, stochastic)
+            if idx.numel() == 0:
+                continue
+            d = 2 if self.signed[i] else 1
+            flat = self.rec[i].view(torch.complex128).view(-1)
+            g = flat.index_select(0, idx)  # the pulsed weights' records
+            gi = g.view(torch.int32).view(-1, 4)
+            yk, mk, ck = gi.view(torch.float32)[:, :d], gi.view(torch.int16)[:, 4 : 4 + d], gi[:, 3]
+            if d == 1 or self.dev.scheme == "reference":
+                # one programmed device (the second one of a pair is a fixed reference)
+                xi = self._noise(nk.numel()) if self.noisy else None
+                yk[:, 0] = pulsed.program(yk[:, 0], self._rows(mk[:, 0], nk > 0), nk, xi)
+                pulses = nk.abs_().to(torch.int32)
+                ck += pulses
+                p1 = None
+            else:
+                if self.dev.scheme == "one_sided":
+                    n_dev = torch.stack([nk.clamp(min=0), (-nk).clamp(min=0)], 1)
+                else:
+                    n_dev = torch.outer(nk, self._signs)
+                xi = self._noise(n_dev.numel()).view(-1, 2) if self.noisy else None
+                yk.copy_(pulsed.program(yk, self._rows(mk, n_dev > 0), n_dev, xi))
+                pulses = n_dev.abs_().to(torch.int32)
+                ck += pulses[:, 0]
+                p1 = pulses[:, 1]
+                self.c1[i].index_add_(0, idx, p1)
+            self.total_pulses += int(pulses.sum())
+            self._count_bound[i] += float(pulses.max())
+            if self._count_bound[i] >= self.dev.endurance:
+                mk[:, 0].masked_fill_(ck >= self.dev.endurance, pulsed.FROZEN)
+                if p1 is not None:
+                    worn1 = self.c1[i].index_select(0, idx) >= self.dev.endurance
+                    mk[:, 1].masked_fill_(worn1, pulsed.FROZEN)
+            flat.index_copy_(0, idx, g)
+            p.view(-1).index_copy_(0, idx, self._weights_from(i, yk))
+        self.updates += 1
+        if self.dev.refresh and self.updates % self.dev.refresh_interval == 0:
+            self.refresh()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Check every pair and refresh the saturated ones (see :meth:`_refresh`)."""
+        for i, y in enumerate(self.y):
+            if y is None or not self.signed[i]:
+                continue
+            model = self.model[i]
+            rows = self._rows(model, 1)
+            pulses = torch.zeros(y.shape, dtype=torch.int32)
+            new = self._refresh(y, rows, model, pulses)
+            if new is y:
+                continue
+            changed = pulses.any(1).nonzero().squeeze(1)
+            y.copy_(new)
+            self.rec[i][:, 3] += pulses[:, 0]
+            self.c1[i] += pulses[:, 1]
+            self._count_bound[i] += float(pulses.max())
+            self.params[i].view(-1).index_copy_(
+                0, changed, self._weights_from(i, new.index_select(0, changed))
+            )
+
+    def _refresh(self, y: Tensor, rows: Tensor, model: Tensor, pulses: Tensor) -> Tensor:
+        """Re-program saturated pairs to the same weight with headroom; returns the new ``y``.
+
+        One-sided: both devices RESET to their floor (1 pulse each), then SET up to
+        the target. Bidirectional / reference: both devices moved around the middle
+        of the common window, keeping y+ - y-. Pulses are counted in ``pulses``.
+        """
+        lo, hi = rows[..., LO], rows[..., HI]
+        u = (y - lo) / (hi - lo)
+        level = self.dev.refresh_level
+        if self.dev.scheme == "one_sided":
+            mask = (u >= level).any(1)
+        elif self.dev.scheme == "reference":
+            # the programmed device is near a bound and centring the pair gives it headroom
+            room = (2 * level - 1) * (hi[:, 0] - lo[:, 0])
+            mask = ((u[:, 0] >= level) | (u[:, 0] <= 1.0 - level)) & (
+                (y[:, 0] - y[:, 1]).abs() < room
+            )
+        else:
+            mask = (u >= level).all(1) | (u <= 1.0 - level).all(1)
+        mask &= (model != pulsed.FROZEN).all(1)
+        sel = mask.nonzero().squeeze(1)
+        if sel.numel() == 0:
+            return y
+        yk, lok, hik = y[sel], lo[sel], hi[sel]
+        d = yk[:, 0] - yk[:, 1]
+        if self.dev.scheme == "one_sided":
+            base = torch.maximum(lok[:, 0], lok[:, 1])
+            target = torch.stack([base + d.clamp(min=0), base + (-d).clamp(min=0)], 1)
+            extra = 1 + torch.ceil((target - lok).clamp(min=0) / self.step0)
+        else:
+            mid = 0.5 * (torch.maximum(lok[:, 0], lok[:, 1]) + torch.minimum(hik[:, 0], hik[:, 1]))
+            target = torch.stack([mid + 0.5 * d, mid - 0.5 * d], 1)
+            extra = torch.ceil((target - yk).abs() / self.step0)
+        if self.noisy:
+            target.addcmul_(self._noise(target.numel()).view_as(target), rows[sel][..., NOISE])
+        y = y.clone()
+        y[sel] = torch.minimum(torch.maximum(target, lok), hik)
+        extra = extra.to(torch.int32)
+        pulses[sel] += extra
+        n = int(extra.sum())
+        self.total_pulses += n
+        self.refresh_pulses += n
+        self.refreshes += int(sel.numel())
+        return y
+
+    # -- reading ---------------------------------------------------------------------
+    @torch.no_grad()
+    def read(
+        self,
+        t_after_programming_s: float = 0.0,
+        generator: torch.Generator | None = None,
+        out: list[Tensor] | None = None,
+    ) -> list[Tensor]:
+        """Weights as read ``t_after_programming_s`` seconds after programming.
+
+        Conductances drift as G0 (t/t0)^(-nu) (nu drawn per device, fixed per chip),
+        then each read adds Gaussian noise of std read_noise * (g_max - g_min).
+        With ``drift_compensation`` each tensor is rescaled by one global factor
+        sum|w_programmed| / sum|w_read|. Periphery tensors are returned exactly.
+        If ``out`` is given the weights are also copied into it.
+        """
+        nu_gen = torch.Generator().manual_seed(self.seed ^ _SEED_DRIFT)
+        weights = []
+        for i, p in enumerate(self.params):
+            if self.y[i] is None:
+                weights.append(p.detach().clone())
+                continue
+            y = self.y[i]
+            nu = pulsed.sample_drift_nu(self.dev, tuple(y.shape), nu_gen)
+            yt = pulsed.drift(y, nu, t_after_programming_s, self.dev.drift_t0)
+            if self.dev.read_noise > 0:
+                noise = torch.randn(yt.shape, generator=generator)
+                yt.add_(noise, alpha=self.dev.read_noise * self.span).clamp_(min=0.0)
+            w = self._weights_from(i, yt)
+            if self.dev.drift_compensation:
+                ref = self._weights_from(i, y).abs().sum()
+                w *= ref / w.abs().sum().clamp(min=1e-30)
+            weights.append(w.view_as(p))
+        if out is not None:
+            for o, w in zip(out, weights, strict=True):
+                o.copy_(w)
+        return weights
+
+    def pulse_stats(self) -> dict[str, float]:
+        """Pulses per device (mean, max), totals, refreshes and frozen devices."""
+        counts = [self.device_counts(i) for i in range(len(self.rec)) if self.rec[i] is not None]
+
+        devices = sum(c.numel() for c in counts)
+        total = sum(int(c.sum(dtype=torch.int64)) for c in counts)
+        return {
+            "devices": devices,
+            "pulses_total": total,
+            "pulses_mean": total / devices if devices else 0.0,
+            "pulses_max": max((int(c.max()) for c in counts if c.numel()), default=0),
+            "refreshes": self.refreshes,
+            "refresh_pulses": self.refresh_pulses,
+            "stuck_devices": sum(
+                int((m == pulsed.FROZEN).sum()) for m in self.model if m is not None
+            ),
+            "updates": self.updates,
+        }
+
+    # -- checkpoints -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (the bank of models is redrawn from the seed)."""
+        return {
+            "kind": "devices",
+            "seed": self.seed,
+            "rec": [None if t is None else t.clone() for t in self.rec],
+            "c1": [None if t is None else t.clone() for t in self.c1],
+            "scale": list(self.scale),
+            "updates": self.updates,
+            "total_pulses": self.total_pulses,
+            "refreshes": self.refreshes,
+            "refresh_pulses": self.refresh_pulses,
+            "rng": self.rng.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` taken on a chip built with the same spec and seed."""
+        if state.get("kind") != "devices" or int(state["seed"]) != self.seed:
+            raise ValueError("synapse state was saved from a different chip (kind or seed differ)")
+        for key in ("rec", "c1"):
+            setattr(self, key, [None if t is None else t.clone() for t in state[key]])
+        for i, rec in enumerate(self.rec):
+            if rec is not None:
+                self._bind(i)
+        self.scale = list(state["scale"])
+        self.updates = int(state["updates"])
+        self.total_pulses = int(state["total_pulses"])
+        self.refreshes = int(state["refreshes"])
+        self.refresh_pulses = int(state["refresh_pulses"])
+        self.rng.state = state["rng"]
+        self._count_bound = [
+            0.0 if self.rec[i] is None else float(self.device_counts(i).max())
+            for i in range(len(self.rec))
+        ]
+        self._write_params(range(len(self.params)))
+
+
+Synapses = IdealSynapses | DeviceSynapses
+
+
+def make_synapses(
+    spec: ChipSpec,
+    params: list[Tensor],
+    signed: list[bool],
+    seed: int,
+    on_device: list[bool] | None = None,
+) -> Synapses:
+    """Synapses for a chip: exact ones for an ideal device model, devices otherwise.
+
+    on_device: per tensor, whether devices hold it (default: tensors with 2+
+    dimensions; 1-D biases stay in the digital periphery).
+    """
+    if len(params) != len(signed):
+        raise ValueError(f"got {len(params)} parameter tensors but {len(signed)} signed flags")
+    if spec.is_ideal:
+        return IdealSynapses(params, signed)
+    return DeviceSynapses(spec.device, params, signed, seed, on_device)

@@ -1,0 +1,41 @@
+"""Stacked-bar PNG of the NPU's energy breakdown per training sample and per inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def breakdown_png(report: dict, path: str | Path) -> Path:
+    """Write a two-panel stacked-bar chart (J per training sample, J per inference)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    npu = report["systems"]["NPU EqProp"]
+    ref = report["systems"].get(report.get("reference_gpu", ""), {})
+    kinds = [k for k in ("train", "inference") if k in npu]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 4.5), squeeze=False)
+    colors = plt.get_cmap("tab10").colors
+    terms = list(report["term_notes"])
+    for ax, kind in zip(axes[0], kinds, strict=False):
+        parts = npu[kind]["breakdown_j"]
+        bottom = 0.0
+        for i, term in enumerate(terms):
+            v = parts.get(term, 0.0)
+            ax.bar(["NPU"], [v], bottom=bottom, color=colors[i % 10], label=term)
+            bottom += v
+        label = "training sample" if kind == "train" else "inference"
+        ax.set_ylabel(f"energy per {label} (J)")
+        r = ref.get("ratio_vs_npu", {}).get(kind)
+        title = f"per {label}"
+        if r is not None:
+            title += f"\n{report.get('reference_gpu', 'GPU')}: {r:.3g}× NPU"
+        ax.set_title(title, fontsize=9)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

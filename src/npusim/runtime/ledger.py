@@ -1,0 +1,357 @@
+"""Ledger: closed-form counts of the events a layered analog network spends while it learns.
+
+Counting model (one *relaxation* = one sample settling once; ``sizes = [n_0, …, n_L]`` physical):
+
+* analog MACs (array reads), per sweep and sample: array ``k`` (``W_k``, ``n_k × n_{k+1}``) is
+  read forward (drives layer ``k+1``) and, for ``k ≥ 1``, backward (feeds layer ``k``; the input
+  layer is clamped so ``W_0`` is never read backward). The analog array computes continuously; a
+  sweep stands for one settling step of every layer.
+* node-sweeps: ``n_{k+1}`` neurons (amplifiers) of layer ``k+1`` settle once per sweep.
+* DAC conversions: the ``n_0`` inputs once per relaxation; the ``n_L`` output nudges once per
+  nudged relaxation. With ``convert_every_sweep`` every free layer is also re-driven each sweep.
+* ADC conversions: training phases read every free layer once at equilibrium (EqProp needs both
+  equilibria); inference reads only the output layer. ``convert_every_sweep`` reads every free
+  layer each sweep instead.
+* digital ops: output error / nudge (2 per output, nudged phases), argmax (``n_L``, inference),
+  one activation per converted node when ``convert_every_sweep``; at an update, EqProp's outer
+  products (2 MACs per parameter per sample: one per phase) and one scale-and-quantise per
+  parameter per batch. Parameters = weights ``n_k·n_{k+1}`` + biases ``n_{k+1}``. With
+  ``update_mode="outer"`` the array forms the outer products itself from row and column pulse
+  trains (Gokmen & Vlasov, Front. Neurosci. 2016): the periphery only encodes the
+  ``2·(n_k + n_{k+1})`` row/column values per sample (one op each).
+* bytes: every converted value (``word_bytes`` each) travels between an array and its tile
+  buffer (``bytes_tile``); inputs are fetched from off-chip memory once per sample
+  (``bytes_mem``, free and inference phases); an update reads both phases' stored states.
+* programming pulses: as reported by the device layer; when it reports 0 (ideal / unknown
+  device) one pulse-equivalent per parameter written per update is counted.
+
+Per-layer lists are indexed by array ``k`` (its weights and its output layer ``k+1``; the input
+DACs belong to array 0). Counts are Python ints (exact on resume); times are seconds, powers W.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+PHASES: tuple[str, ...] = ("free", "nudged+", "nudged-", "inference", "update")
+TRAIN_PHASES: tuple[str, ...] = ("free", "nudged+", "nudged-", "update")
+LAYER_COUNTERS: tuple[str, ...] = (
+    "macs",
+    "node_sweeps",
+    "dac",
+    "adc",
+    "pulses",
+    "params_written",
+    "digital_ops",
+    "bytes_tile",
+    "bytes_mem",
+)
+PHASE_COUNTERS: tuple[str, ...] = ("samples", "relaxations", "sweeps", "updates", "power_measured")
+PHASE_FLOATS: tuple[str, ...] = ("settle_s", "power_w_samples")
+
+
+def _zeros(n: int) -> list[int]:
+    return [0] * n
+
+
+@dataclass
+class Ledger:
+    """Event counts per phase and per array; see the module docstring for the counting model.
+
+    ``settle_s`` holds settle time (s) reported by a simulation (0 if none: the cost model then
+    uses sweeps × its time per sweep); ``power_w_samples`` is Σ of the circuit's steady-state
+    dissipated power (W) over the ``power_measured`` relaxed samples whose power was evaluated;
+    the cost model multiplies their mean by every relaxation's settle time.
+    ``power_scale_w``: watts per unit of a network's ``dissipated_power`` (its normalised
+    conductance × voltage² units); None records no circuit power. ``power_samples`` samples of
+    every ``power_every``-th step are evaluated (a few matmuls: negligible next to relaxing).
+    ``device_pulses_seen``: the synapses' cumulative pulse counter at the last step.
+    """
+
+    word_bytes: int = 1
+    convert_every_sweep: bool = False
+    update_mode: str = "digital"
+    power_scale_w: float | None = None
+    power_samples: int = 16
+    power_every: int = 100
+    device_pulses_seen: int = 0
+    sizes: list[int] = field(default_factory=list)
+    logical_sizes: list[int] = field(default_factory=list)
+    layers: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    # ---- internals ------------------------------------------------------------------------
+    def _check(self, phase: str, sizes: list[int]) -> tuple[dict, dict]:
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
+        if len(sizes) < 2 or any(int(n) < 1 for n in sizes):
+            raise ValueError(f"sizes must be >= 2 positive layer sizes, got {sizes}")
+        sizes = [int(n) for n in sizes]
+        if not self.sizes:
+            self.sizes = list(sizes)
+        elif sizes != self.sizes:
+            raise ValueError(f"sizes {sizes} differ from the ledger's network {self.sizes}")
+        nl = len(sizes) - 1
+        lay = self.layers.setdefault(phase, {c: _zeros(nl) for c in LAYER_COUNTERS})
+        ph = self.phases.setdefault(phase, {c: 0 for c in PHASE_COUNTERS + PHASE_FLOATS})
+        for c in PHASE_FLOATS:
+            ph[c] = float(ph[c])
+        return lay, ph
+
+    # ---- hooks the trainer calls -----------------------------------------------------------
+    def relax(
+        self,
+        phase: str,
+        sizes: list[int],
+        batch: int,
+        sweeps: int,
+        settle_s: float | None = None,
+    ) -> None:
+        """Count ``batch`` samples relaxing for ``sweeps`` sweeps in ``phase``.
+
+        ``settle_s``: simulated settle time per sample (s), if the caller knows it.
+        """
+        if phase == "update":
+            raise ValueError("use Ledger.update for the update phase")
+        lay, ph = self._check(phase, sizes)
+        b, s, n = int(batch), int(sweeps), self.sizes
+        nl = len(n) - 1
+        wb = self.word_bytes
+        nudged = phase.startswith("nudged")
+        for k in range(nl):
+            reads = 2 if k >= 1 else 1
+            lay["macs"][k] += b * s * reads * n[k] * n[k + 1]
+            lay["node_sweeps"][k] += b * s * n[k + 1]
+            if self.convert_every_sweep:
+                adc = dac = b * s * n[k + 1]
+                lay["digital_ops"][k] += b * s * n[k + 1]
+            else:
+                last = k == nl - 1
+                adc = b * n[k + 1] if (phase != "inference" or last) else 0
+                dac = 0
+            if k == 0:
+                dac += b * n[0]
+            if nudged and k == nl - 1:
+                dac += b * n[-1]
+                lay["digital_ops"][k] += 2 * b * n[-1]
+            if phase == "inference" and k == nl - 1:
+                lay["digital_ops"][k] += b * n[-1]
+            lay["adc"][k] += adc
+            lay["dac"][k] += dac
+            lay["bytes_tile"][k] += (adc + dac) * wb
+        if phase in ("free", "inference"):
+            ph["samples"] += b
+            lay["bytes_mem"][0] += b * n[0] * wb
+        ph["relaxations"] += b
+        ph["sweeps"] += b * s
+        if settle_s is not None:
+            ph["settle_s"] += b * float(settle_s)
+
+    def update(
+        self, sizes: list[int], batch: int, pulses: int | list[int] = 0, measured: bool = False
+    ) -> None:
+        """Count one parameter update computed from ``batch`` samples' two equilibria.
+
+        ``pulses``: programming pulses from the device layer (total, or one count per array);
+        0 means ideal/unknown and counts one pulse-equivalent per parameter written, unless
+        ``measured`` (a device model really fired no pulse).
+        """
+        lay, ph = self._check("update", sizes)
+        b, n = int(batch), self.sizes
+        nl = len(n) - 1
+        params = [n[k] * n[k + 1] + n[k + 1] for k in range(nl)]
+        total = sum(params)
+        if isinstance(pulses, (list, tuple)):
+            if len(pulses) != nl:
+                raise ValueError(f"need {nl} per-array pulse counts, got {len(pulses)}")
+            per = [int(p) for p in pulses]
+        elif int(pulses) > 0 or measured:
+            per = [int(pulses) * p // total for p in params]
+            per[-1] += int(pulses) - sum(per)  # exact total despite rounding
+        else:
+            per = list(params)
+        if self.update_mode not in ("digital", "outer"):
+            raise ValueError(f"update_mode must be 'digital' or 'outer', got {self.update_mode!r}")
+        for k in range(nl):
+            if self.update_mode == "digital":
+                lay["digital_ops"][k] += params[k] * (2 * b + 1)
+            else:
+                lay["digital_ops"][k] += 2 * b * (n[k] + n[k + 1])
+            lay["pulses"][k] += per[k]
+            lay["params_written"][k] += params[k]
+            lay["bytes_tile"][k] += 2 * b * (n[k] + n[k + 1]) * self.word_bytes
+        ph["updates"] += 1
+
+    def training_step(self, model, est, batch: int, *, x=None, synapses=None) -> None:
+        """Count one training step from a gradient estimate's relaxations (``est.phases``:
+        name -> Relaxation with ``.sweeps``/``.state``) and the update that followed.
+
+        ``x``: the batch's inputs, to record circuit power of networks exposing
+        ``dissipated_power(x, state)`` when ``power_scale_w`` is set. ``synapses``: a device
+        model with a cumulative ``total_pulses`` counter (else one pulse per parameter).
+        """
+        sizes = list(model.sizes)
+        if not self.logical_sizes:
+            duplicated = hasattr(model, "input_voltages")  # DRN: inputs and inverted copies
+            self.logical_sizes = [sizes[0] // 2 if duplicated else sizes[0], *sizes[1:]]
+        power = getattr(model, "dissipated_power", None)
+        measure = (
+            power is not None
+            and x is not None
+            and self.power_scale_w is not None
+            and self.count("updates", "update") % max(self.power_every, 1) == 0
+        )
+        phases = [
+            ("nudged+" if name == "clamped" else name, rel) for name, rel in est.phases.items()
+        ]
+        for phase, rel in phases:
+            self.relax(phase, sizes, batch, rel.sweeps)
+        if measure:  # all phases in one call: one pass over the weights
+            import torch
+
+            m = min(batch, self.power_samples)
+            xs = torch.cat([x[:m]] * len(phases))
+            states = [
+                torch.cat([rel.state[i][:m] for _, rel in phases]) for i in range(len(sizes) - 1)
+            ]
+            p = power(xs, states).reshape(len(phases), m).sum(1).tolist()
+            for (phase, _), p_sum in zip(phases, p, strict=True):
+                self.add_circuit_power(phase, p_sum * self.power_scale_w, samples=m)
+        pulses = 0
+        total = getattr(synapses, "total_pulses", None)
+        if total is not None:
+            pulses = max(int(total) - self.device_pulses_seen, 0)
+            self.device_pulses_seen = int(total)
+        self.update(sizes, batch, pulses, measured=total is not None)
+
+    def add_circuit_power(self, phase: str, power_w, samples: int | None = None) -> None:
+        """Add the steady-state dissipated power (W) of relaxed samples: a tensor with one value
+        per sample, or a float summed over ``samples`` samples (default 1)."""
+        if phase not in PHASES or phase == "update":
+            raise ValueError(f"circuit power belongs to a relaxation phase, got {phase!r}")
+        if not self.sizes:
+            raise ValueError("count a relaxation (Ledger.relax) before adding its power")
+        ph = self.phases.setdefault(phase, {c: 0 for c in PHASE_COUNTERS + PHASE_FLOATS})
+        if hasattr(power_w, "sum"):
+            total, n = float(power_w.sum().item()), int(power_w.numel())
+        else:
+            total, n = float(power_w), 1
+        ph["power_w_samples"] = float(ph.get("power_w_samples", 0.0)) + total
+        ph["power_measured"] = int(ph.get("power_measured", 0)) + int(samples or n)
+
+    # ---- queries ---------------------------------------------------------------------------
+    def count(self, counter: str, phase: str | None = None, layer: int | None = None) -> float:
+        """Total of ``counter`` over the given phase (or all) and array (or all)."""
+        phases = [phase] if phase else list(self.phases)
+        out = 0
+        for p in phases:
+            if counter in LAYER_COUNTERS:
+                vals = self.layers.get(p, {}).get(counter, [])
+                out += vals[layer] if layer is not None and vals else sum(vals)
+            elif counter in PHASE_COUNTERS + PHASE_FLOATS:
+                out += self.phases.get(p, {}).get(counter, 0)
+            else:
+                raise KeyError(f"unknown counter {counter!r}")
+        return out
+
+    def totals(self) -> dict[str, float]:
+        """Every counter summed over phases and arrays."""
+        return {c: self.count(c) for c in LAYER_COUNTERS + PHASE_COUNTERS + PHASE_FLOATS}
+
+    def by_phase(self) -> dict[str, dict[str, float]]:
+        """Every counter summed over arrays, per phase."""
+        keys = LAYER_COUNTERS + PHASE_COUNTERS + PHASE_FLOATS
+        return {p: {c: self.count(c, p) for c in keys} for p in self.phases}
+
+    @property
+    def training_samples(self) -> int:
+        return int(self.count("samples", "free"))
+
+    @property
+    def inference_samples(self) -> int:
+        return int(self.count("samples", "inference"))
+
+    def mean_sweeps(self, phase: str) -> float:
+        """Mean sweeps per relaxation in ``phase`` (0 if none)."""
+        r = self.count("relaxations", phase)
+        return self.count("sweeps", phase) / r if r else 0.0
+
+    # ---- combination and persistence -------------------------------------------------------
+    def merge(self, other: Ledger) -> Ledger:
+        """Add ``other``'s counts into this ledger (same network); returns ``self``."""
+        if other.sizes and self.sizes and other.sizes != self.sizes:
+            raise ValueError(f"cannot merge ledgers of networks {self.sizes} and {other.sizes}")
+        if not self.sizes:
+            self.sizes = list(other.sizes)
+        if not self.logical_sizes:
+            self.logical_sizes = list(other.logical_sizes)
+        nl = max(len(self.sizes) - 1, 0)
+        for p, lay in other.layers.items():
+            mine = self.layers.setdefault(p, {c: _zeros(nl) for c in LAYER_COUNTERS})
+            for c, vals in lay.items():
+                mine[c] = [a + b for a, b in zip(mine.get(c, _zeros(nl)), vals, strict=True)]
+        for p, ph in other.phases.items():
+            mine = self.phases.setdefault(p, {c: 0 for c in PHASE_COUNTERS + PHASE_FLOATS})
+            for c, v in ph.items():
+                mine[c] = mine.get(c, 0) + v
+        return self
+
+    def to_dict(self) -> dict:
+        """JSON-ready copy (ints stay ints, so a resumed run continues counts exactly)."""
+        return {
+            "word_bytes": self.word_bytes,
+            "convert_every_sweep": self.convert_every_sweep,
+            "update_mode": self.update_mode,
+            "power_scale_w": self.power_scale_w,
+            "power_samples": self.power_samples,
+            "power_every": self.power_every,
+            "device_pulses_seen": self.device_pulses_seen,
+            "sizes": list(self.sizes),
+            "logical_sizes": list(self.logical_sizes),
+            "layers": {p: {c: list(v) for c, v in lay.items()} for p, lay in self.layers.items()},
+            "phases": {p: dict(ph) for p, ph in self.phases.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Ledger:
+        """Inverse of :meth:`to_dict`."""
+        unknown = set(d) - {
+            "word_bytes",
+            "convert_every_sweep",
+            "update_mode",
+            "power_scale_w",
+            "power_samples",
+            "power_every",
+            "device_pulses_seen",
+            "sizes",
+            "logical_sizes",
+            "layers",
+            "phases",
+        }
+        if unknown:
+            raise ValueError(f"unknown ledger keys {sorted(unknown)}")
+        return cls(
+            word_bytes=int(d.get("word_bytes", 1)),
+            convert_every_sweep=bool(d.get("convert_every_sweep", False)),
+            update_mode=str(d.get("update_mode", "digital")),
+            power_scale_w=None if d.get("power_scale_w") is None else float(d["power_scale_w"]),
+            power_samples=int(d.get("power_samples", 16)),
+            power_every=int(d.get("power_every", 100)),
+            device_pulses_seen=int(d.get("device_pulses_seen", 0)),
+            sizes=[int(n) for n in d.get("sizes", [])],
+            logical_sizes=[int(n) for n in d.get("logical_sizes", [])],
+            layers={
+                p: {c: [int(x) for x in v] for c, v in lay.items()}
+                for p, lay in d.get("layers", {}).items()
+            },
+            phases={
+                p: {c: (float(v) if c in PHASE_FLOATS else int(v)) for c, v in ph.items()}
+                for p, ph in d.get("phases", {}).items()
+            },
+        )
+
+    def load_dict(self, d: dict) -> None:
+        """Replace this ledger's state with a saved one (checkpoint resume)."""
+        other = Ledger.from_dict(d)
+        for f in fields(self):
+            setattr(self, f.name, getattr(other, f.name))

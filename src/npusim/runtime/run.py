@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -150,7 +151,7 @@ def train_run(
 
 
 def _epoch_with_progress(tr: Trainer, n_train: int, progress: bool) -> EpochRecord:
-    if not progress:
+    if not progress or not sys.stdout.isatty():  # a bar only where a person watches
         return tr.run_epoch()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 

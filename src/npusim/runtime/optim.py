@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from npusim.devices.ideal import add_exact
 from npusim.learning.outer import OuterProduct, dense
 
 
@@ -65,9 +66,4 @@ def apply_ideal(
     """Ideal synapses: ``θ += Δθ`` exactly; non-negative parameters (conductances) stay ≥ 0."""
     with torch.no_grad():
         for p, d, s in zip(params, deltas, signed):
-            if isinstance(d, OuterProduct):
-                d.add_to(p)
-            else:
-                p.add_(d)
-            if not s:
-                p.clamp_(min=0.0)
+            add_exact(p, d, s)

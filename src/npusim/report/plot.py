@@ -22,17 +22,16 @@ def breakdown_png(report: dict, path: str | Path) -> Path:
         parts = npu[kind]["breakdown_j"]
         bottom = 0.0
         for i, term in enumerate(terms):
-            v = parts.get(term, 0.0)
+            v = parts.get(term, 0.0) * 1e9  # J -> nJ
             ax.bar(["NPU"], [v], bottom=bottom, color=colors[i % 10], label=term)
             bottom += v
         label = "training sample" if kind == "train" else "inference"
-        ax.set_ylabel(f"energy per {label} (J)")
+        ax.set_ylabel(f"energy per {label} (nJ)")
         r = ref.get("ratio_vs_npu", {}).get(kind)
         title = f"per {label}"
         if r is not None:
             title += f"\n{report.get('reference_gpu', 'GPU')}: {r:.3g}× NPU"
         ax.set_title(title, fontsize=9)
-        ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     path = Path(path)

@@ -119,24 +119,16 @@ class DeepResistive(LayeredNetwork):
         return v  # the output nodes are linear
 
     def energy(self, x: Tensor, state: list[Tensor]) -> Tensor:
-        layers = [self.input_layer(x), *state]
-        e = 0.0
-        for k, g in enumerate(self.weights):
-            a, b = layers[k], layers[k + 1]
-            sq = a.pow(2) @ g.sum(1) + b.pow(2) @ g.sum(0) - 2 * ((a @ g) * b).sum(1)
-            e = e + 0.5 * sq - b @ self.biases[k]
+        e = 0.5 * self.dissipated_power(x, state)
+        for s, b in zip(state, self.biases):
+            e = e - s @ b
         if self.diode == "shockley":
             e = e + shockley.diode_energy(state, self.diode_model)
         return e
 
     def dissipated_power(self, x: Tensor, state: list[Tensor]) -> Tensor:
         """Power (W) dissipated in all conductances, Σ G ΔV², per sample."""
-        layers = [self.input_layer(x), *state]
-        p = 0.0
-        for k, g in enumerate(self.weights):
-            a, b = layers[k], layers[k + 1]
-            p = p + a.pow(2) @ g.sum(1) + b.pow(2) @ g.sum(0) - 2 * ((a @ g) * b).sum(1)
-        return p
+        return resistor_power(self.weights, [self.input_layer(x), *state])
 
     def param_grads(self, x: Tensor, state: list[Tensor]) -> list[Tensor]:
         layers = [self.input_layer(x), *state]
@@ -174,3 +166,14 @@ class DeepResistive(LayeredNetwork):
             gw.append(OuterProduct(left, right))
         gb = [(m - p).sum(0) * c for p, m in zip(plus, minus)]
         return gw + gb
+
+
+def resistor_power(weights: list[Tensor], layers: list[Tensor]) -> Tensor:
+    """Σ_k Σ_ij G_ij (V_k,i − V_k+1,j)² (W) per sample, shape (batch,), for conductances
+    ``weights[k]`` (S) between layers k and k+1 and node voltages ``layers`` (V, batch-first,
+    input layer included); ``V_i²·rowsum + V_j²·colsum − 2·V_iᵀ G V_j``: matmuls only."""
+    p = None
+    for g, a, b in zip(weights, layers[:-1], layers[1:], strict=True):
+        term = a.pow(2) @ g.sum(1) + b.pow(2) @ g.sum(0) - 2 * ((a @ g) * b).sum(1)
+        p = term if p is None else p + term
+    return p

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from npusim.circuits.resistive import resistor_power
+
 
 def dissipated_power(weights: list[Tensor], layer_voltages: list[Tensor]) -> Tensor:
     """Σ_k Σ_ij G_ij (V_i − V_j)² (W), per sample, shape (batch,).
@@ -21,11 +23,7 @@ def dissipated_power(weights: list[Tensor], layer_voltages: list[Tensor]) -> Ten
             f"need {len(weights) + 1} layer voltages (input layer included), "
             f"got {len(layer_voltages)}"
         )
-    p = None
-    for g, a, b in zip(weights, layer_voltages[:-1], layer_voltages[1:], strict=True):
-        term = a.pow(2) @ g.sum(1) + b.pow(2) @ g.sum(0) - 2 * ((a @ g) * b).sum(1)
-        p = term if p is None else p + term
-    return p
+    return resistor_power(weights, layer_voltages)
 
 
 def source_power(

@@ -109,28 +109,35 @@ class LayeredNetwork(ABC):
             d = torch.addmm(d, state[k], self.weights[k].t())
         return d
 
+    def _memo(self, name: str, deps: tuple[Tensor, ...], compute):
+        """``compute()``, cached until a tensor in ``deps`` is replaced or changed in place.
+
+        Nothing is cached while a dependency requires grad (backprop differentiates through
+        it). The cache keeps ``deps`` alive, so their ids cannot be reused by new tensors.
+        """
+        if any(t.requires_grad for t in deps):
+            return compute()
+        key = tuple((id(t), t._version) for t in deps)
+        cache = self.__dict__.setdefault("_memo_cache", {})
+        hit = cache.get(name)
+        if hit is None or hit[0] != key:
+            hit = cache[name] = (key, deps, compute())
+        return hit[2]
+
     def _transposed(self, k: int) -> Tensor:
         """``weights[k]ᵀ`` as a contiguous tensor, cached until the weights change."""
         w = self.weights[k]
-        if w.requires_grad:
-            return w.t()
-        cache = self.__dict__.setdefault("_wt_cache", {})
-        key = (id(w), w._version)
-        if k not in cache or cache[k][0] != key:
-            cache[k] = (key, w.t().contiguous())
-        return cache[k][1]
+        return self._memo(f"wt{k}", (w,), lambda: w.t().contiguous())
 
     def _input(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Clamped input layer and its drive on layer 1, reused across the phases of a batch
-        (the key is the input tensor and the versions of the parameters it depends on)."""
+        """Clamped input layer and its drive on layer 1, reused across the phases of a batch."""
         w, b = self.weights[0], self.biases[0]
-        key = (id(x), x._version, id(w), w._version, id(b), b._version)
-        cache = getattr(self, "_input_cache", None)
-        if cache is None or cache[0] != key or cache[1] is not x or w.requires_grad:
+
+        def compute() -> tuple[Tensor, Tensor]:
             s_in = self.input_layer(x)
-            cache = (key, x, s_in, torch.addmm(b, s_in, w))
-            self._input_cache = cache
-        return cache[2], cache[3]
+            return s_in, torch.addmm(b, s_in, w)
+
+        return self._memo("input", (x, w, b), compute)
 
     def relax(
         self,
@@ -193,9 +200,6 @@ class LayeredNetwork(ABC):
     def predict(self, x: Tensor, sweeps: int = 15) -> Tensor:
         """Class predicted for each sample: argmax of the free equilibrium's output."""
         return self.output(self.relax(x, sweeps=sweeps).state).argmax(1)
-
-    def state_dict(self) -> dict:
-        return {"sizes": self.sizes, "params": [p.clone() for p in self.params()]}
 
     def load_params(self, params: list[Tensor]) -> None:
         for p, q in zip(self.params(), params, strict=True):

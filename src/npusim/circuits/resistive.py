@@ -96,16 +96,19 @@ class DeepResistive(LayeredNetwork):
             g = g + self.weights[k] @ w.new_ones(self.weights[k].shape[1])
         return g
 
+    def _node_conductances(self) -> list[Tensor]:
+        """:meth:`node_conductance` of every free layer, cached until the weights change."""
+        return self._memo(
+            "den",
+            tuple(self.weights),
+            lambda: [self.node_conductance(k) for k in range(1, self.num_layers + 1)],
+        )
+
     def _output_curvature(self) -> Tensor:
-        return self._den[-1] if hasattr(self, "_den") else self.node_conductance(self.num_layers)
+        return self._node_conductances()[-1]
 
     def relax(self, x: Tensor, state=None, **kw):  # noqa: D102 - see LayeredNetwork.relax
-        key = tuple((id(w), w._version) for w in self.weights)
-        if getattr(self, "_den_key", None) != key or any(
-            w.requires_grad for w in self.weights
-        ):  # node conductances change only on updates
-            self._den = [self.node_conductance(k) for k in range(1, self.num_layers + 1)]
-            self._den_key = key
+        self._den = self._node_conductances()  # read once per relaxation, not per sweep
         return super().relax(x, state, **kw)
 
     def _layer_solve(self, k: int, drive: Tensor) -> Tensor:

@@ -145,8 +145,8 @@ class Trainer:
         train_err, sps = self.train_epoch(on_batch)
         val_err, test_err = self.evaluate("val"), self.evaluate("test")
         self.state.epoch += 1
-        rec = EpochRecord(self.state.epoch, train_err, val_err, test_err, sps, 0.0)
-        rec.seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        rec = EpochRecord(self.state.epoch, train_err, val_err, test_err, sps, seconds)
         if self.best is None or val_err < self.best.val_error:
             self.state.best_params = [p.clone() for p in self.model.params()]
         self.state.history.append(rec)

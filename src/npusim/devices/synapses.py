@@ -21,13 +21,14 @@ import torch
 from torch import Tensor
 
 from npusim.chip.spec import ChipSpec, DeviceSpec
-from npusim.devices import pulsed
+from npusim.devices import kernel, pulsed
 from npusim.devices.ideal import IdealSynapses, add_exact
 from npusim.devices.pulsed import HI, LO, NOISE
 
 _SEED_DEVICES = 0x5EED_0001
 _SEED_PULSES = 0x5EED_0002
 _SEED_DRIFT = 0x5EED_0003
+_SEED_REFRESH = 0x5EED_0004
 
 
 class DeviceSynapses:
@@ -40,9 +41,9 @@ class DeviceSynapses:
     streams of programming randomness.
 
     Per weight one 16-byte record holds y+ and y- (conductance / g_max), both
-    devices' bank rows and the pulses of the first device (see :meth:`_bind`);
-    only weights that receive pulses are touched. Randomness per update: 16-bit
-    uniforms for stochastic rounding (bias < 2^-17 pulse), triangular write noise.
+    devices' bank rows and the pulses of the first device (:data:`kernel.RECORD`);
+    an update is programmed by the fused kernels (:mod:`npusim.devices.kernel`),
+    which touch only the records of pulsed weights.
     """
 
     def __init__(
@@ -65,11 +66,15 @@ class DeviceSynapses:
         self.bank = pulsed.sample_bank(dev, pulsed.BANK_SIZE, gen)
         self._bank_np = self.bank.view(-1, 8).numpy()
         self.noisy = dev.write_noise > 0
-        self._signs = torch.tensor([1.0, -1.0])
-        self._offset16, self._zero = torch.tensor(0.5 + 2.0**-17), torch.tensor(0.0)
-        self._count_bound = [0.0] * len(params)  # upper bound of any device's pulse count
+        self._endurance = int(min(dev.endurance, 2**31 - 1))  # pulses before a device wears out
+        self.mode = kernel.ONE_DEVICE
+        if dev.scheme == "bidirectional":
+            self.mode = kernel.BIDIRECTIONAL
+        elif dev.scheme == "one_sided":
+            self.mode = kernel.ONE_SIDED
         self.rec: list[Tensor | None] = []  # (numel, 4) int32 records, see _bind
         self.c1: list[Tensor | None] = []  # pulses of the second device of a pair
+        self._rec_np: list[np.ndarray | None] = []  # the records as kernel.RECORD
         self.y: list[Tensor | None] = []  # views: conductance / g_max, (numel, devices)
         self.model: list[Tensor | None] = []  # views: bank row of a down step, (numel, devices)
         self.scale: list[float] = []
@@ -79,7 +84,7 @@ class DeviceSynapses:
         self.refresh_pulses = 0
         for p, sgn, held in zip(params, self.signed, self.on_device, strict=True):
             if not held:
-                self.y.append(None), self.model.append(None)
+                self.y.append(None), self.model.append(None), self._rec_np.append(None)
                 self.rec.append(None), self.c1.append(None)
                 self.scale.append(0.0)
                 continue
@@ -106,9 +111,8 @@ class DeviceSynapses:
                 y[:, 1] = torch.where(only0, (y[:, 0] - d_w).clamp(lo[:, 1], hi[:, 1]), y[:, 1])
                 y[:, 0] = torch.where(only1, (y[:, 1] + d_w).clamp(lo[:, 0], hi[:, 0]), y[:, 0])
             model[stuck] = pulsed.FROZEN
-            rec = torch.zeros((p.numel(), 4), dtype=torch.int32)
-            self.rec.append(rec)
-            self.c1.append(torch.zeros(p.numel(), dtype=torch.int32) if sgn else None)
+            self.rec.append(torch.zeros((p.numel(), 4), dtype=torch.int32))
+            self.c1.append(torch.zeros(p.numel(), dtype=torch.int32))
             self._bind(len(self.rec) - 1)
             self.y[-1].copy_(y)
             self.model[-1].copy_(model)
@@ -118,21 +122,23 @@ class DeviceSynapses:
         """Views of tensor ``i``'s 16-byte records: (y+, y-, model+ | model-, pulses+).
 
         ``model`` holds each device's bank row for a down step (2 x its model index,
-        0 for a frozen device); the row after it is the up step.
+        0 for a frozen device); the row after it is the up step. A weight of one
+        device uses y+ and model+ (y- stays 0, model- frozen).
         """
         rec, d = self.rec[i], 2 if self.signed[i] else 1
         y, model = rec.view(torch.float32)[:, :d], rec.view(torch.int16)[:, 4 : 4 + d]
+        rec_np = rec.numpy().view(kernel.RECORD).reshape(-1)
         if i < len(self.y):
-            self.y[i], self.model[i] = y, model
+            self.y[i], self.model[i], self._rec_np[i] = y, model, rec_np
         else:
-            self.y.append(y), self.model.append(model)
+            self.y.append(y), self.model.append(model), self._rec_np.append(rec_np)
 
     def device_counts(self, i: int) -> Tensor | None:
         """Pulses received by each device of tensor ``i``, shape (numel, devices)."""
         if self.rec[i] is None:
             return None
         c0 = self.rec[i][:, 3]
-        return c0.unsqueeze(1) if self.c1[i] is None else torch.stack([c0, self.c1[i]], 1)
+        return torch.stack([c0, self.c1[i]], 1) if self.signed[i] else c0.unsqueeze(1)
 
     # -- helpers ---------------------------------------------------------------------
     def _rows(self, model: Tensor, up: Tensor | int) -> Tensor:
@@ -141,15 +147,12 @@ class DeviceSynapses:
         rows = np.take(self._bank_np, flat, axis=0)
         return torch.from_numpy(rows).view(*model.shape, 8)
 
-    def _uniform16(self, m: int) -> Tensor:
-        """m random int16 k; (k + 2^15 + 1/2) / 2^16 is uniform on a 2^16-point grid in (0, 1)."""
-        return torch.from_numpy(self.rng.random_raw((m + 3) // 4).view(np.int16)[:m])
-
     def _noise(self, m: int) -> Tensor:
-        """m zero-mean, unit-variance triangular variates (sum of two 8-bit uniforms)."""
-        raw = self.rng.random_raw((2 * m + 7) // 8).view(np.uint8)[: 2 * m]
-        b = torch.from_numpy(raw.astype(np.float32)).view(m, 2)
-        return (b[:, 0] + b[:, 1]).sub_(255.0).mul_(1.0 / 104.5107)
+        """m zero-mean, unit-variance variates: Irwin-Hall sums of four 16-bit uniforms,
+        as the programming kernel draws them."""
+        words = self.rng.random_raw(m).view(np.uint16).reshape(m, 4)
+        s = torch.from_numpy(words.sum(1, dtype=np.int64).astype(np.float32))
+        return s.sub_(131070.0).mul_(1.0 / 37837.23)
 
     def _initial_state(self, w: Tensor, model: Tensor, sgn: bool, s: float) -> Tensor:
         """Program-and-verify the initial weights (residual error: one step's write noise)."""
@@ -181,155 +184,65 @@ class DeviceSynapses:
                 if self.y[i] is not None:
                     self.params[i].copy_(self._weights_from(i, self.y[i]).view_as(self.params[i]))
 
-    def _pulse_counts(self, i: int, dlt: Any, stochastic: bool) -> tuple[Tensor, Tensor]:
-        """Pulsed weights (flat indices) and their signed pulse counts (float, integer-valued).
-
-        A factored update ``left^T right`` is only expanded on the rows whose
-        ``left`` is not all zero (e.g. dark input pixels get no pulses).
-        """
+    def _pulse_unit(self, i: int) -> float:
+        """Weight change of one pulse on a weight of tensor ``i``."""
         pair_step = self.step0 * self.scale[i]
         if self.signed[i] and self.dev.scheme == "bidirectional":
             pair_step *= 2.0  # each pulse moves both devices of the pair
-        rows = None
-        offset = self._offset16 if stochastic else self._zero
-        if hasattr(dlt, "left") and hasattr(dlt, "right"):  # factored outer product
-            left, right = dlt.left, dlt.right * (1.0 / pair_step)
-            active = left.ne(0).any(0)
-            if not bool(active.all()):
-                rows = active.nonzero().squeeze(1)
-                left = left.index_select(1, rows)
-            x = torch.addmm(offset, left.t(), right).view(-1)
-        else:
-            x = torch.add(offset, dlt.reshape(-1), alpha=1.0 / pair_step)
-        if stochastic:  # floor(x + (k + 2^15 + 1/2) / 2^16): unbiased to 2^-17 of a pulse
-            n = x.add_(self._uniform16(x.numel()), alpha=2.0**-16).floor_()
-        else:
-            n = x.round_()
-        idx = torch.from_numpy(np.flatnonzero(n.ne(0).numpy()))
-        nk = n.index_select(0, idx)
-        if rows is not None:  # block index -> flat index of the full matrix
-            cols = dlt.right.shape[1]
-            if cols & (cols - 1) == 0:  # a power of two: shift and mask
-                shift = cols.bit_length() - 1
-                idx = (rows.index_select(0, idx >> shift) << shift) | (idx & (cols - 1))
-            else:
-                idx = rows.index_select(0, idx // cols) * cols + idx % cols
-        return idx, nk
+        return pair_step
 
     # -- programming -----------------------------------------------------------------
     @torch.no_grad()
     def apply(self, params: list[Tensor], deltas: list[Any]) -> None:
-        """Turn each desired update into pulses, program the devices, update ``params``."""
-        stochastic = self.dev.rounding == "stochastic"
+        """Turn each desired update into pulses, program the devices, update ``params``.
+
+        A factored update ``leftᵀ right`` is expanded row by row inside the kernel.
+        """
+        kernel.set_threads(torch.get_num_threads())
         for i, (p, dlt) in enumerate(zip(params, deltas, strict=True)):
             if self.y[i] is None:
                 add_exact(p, dlt, self.signed[i])
                 continue
-            idx, nk = self._pulse_counts(i, dlt, stochastic)
-            if idx.numel() == 0:
-                continue
-            d = 2 if self.signed[i] else 1
-            flat = self.rec[i].view(torch.complex128).view(-1)
-            g = flat.index_select(0, idx)  # the pulsed weights' records
-            gi = g.view(torch.int32).view(-1, 4)
-            yk, mk, ck = gi.view(torch.float32)[:, :d], gi.view(torch.int16)[:, 4 : 4 + d], gi[:, 3]
-            if d == 1 or self.dev.scheme == "reference":
-                # one programmed device (the second one of a pair is a fixed reference)
-                xi = self._noise(nk.numel()) if self.noisy else None
-                yk[:, 0] = pulsed.program(yk[:, 0], self._rows(mk[:, 0], nk > 0), nk, xi)
-                pulses = nk.abs_().to(torch.int32)
-                ck += pulses
-                p1 = None
+            inv_unit = 1.0 / self._pulse_unit(i)
+            key = np.uint64(kernel.stream_key(self.seed ^ _SEED_PULSES, self.updates, i))
+            rows = p.shape[0]
+            total = np.zeros(rows, np.int64)
+            common = (
+                key, self.dev.rounding == "stochastic",
+                self.mode if self.signed[i] else kernel.ONE_DEVICE, self._rec_np[i],
+                self.c1[i].numpy(), self._bank_np, np.float32(self.scale[i]),
+                p.detach().view(-1).numpy(), self.noisy, self._endurance, total,
+            )  # fmt: skip
+            if hasattr(dlt, "left") and hasattr(dlt, "right"):  # factored outer product
+                left = _f32(dlt.left)
+                kernel.apply_outer(left, _f32(dlt.right * inv_unit), *common)
             else:
-                if self.dev.scheme == "one_sided":
-                    n_dev = torch.stack([nk.clamp(min=0), (-nk).clamp(min=0)], 1)
-                else:
-                    n_dev = torch.outer(nk, self._signs)
-                xi = self._noise(n_dev.numel()).view(-1, 2) if self.noisy else None
-                yk.copy_(pulsed.program(yk, self._rows(mk, n_dev > 0), n_dev, xi))
-                pulses = n_dev.abs_().to(torch.int32)
-                ck += pulses[:, 0]
-                p1 = pulses[:, 1]
-                self.c1[i].index_add_(0, idx, p1)
-            self.total_pulses += int(pulses.sum())
-            self._count_bound[i] += float(pulses.max())
-            if self._count_bound[i] >= self.dev.endurance:
-                mk[:, 0].masked_fill_(ck >= self.dev.endurance, pulsed.FROZEN)
-                if p1 is not None:
-                    worn1 = self.c1[i].index_select(0, idx) >= self.dev.endurance
-                    mk[:, 1].masked_fill_(worn1, pulsed.FROZEN)
-            flat.index_copy_(0, idx, g)
-            p.view(-1).index_copy_(0, idx, self._weights_from(i, yk))
+                kernel.apply_dense(_f32(dlt.reshape(rows, -1) * inv_unit), *common)
+            torch.autograd.graph.increment_version(p)  # written in place behind torch's back
+            self.total_pulses += int(total.sum())
         self.updates += 1
         if self.dev.refresh and self.updates % self.dev.refresh_interval == 0:
             self.refresh()
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Check every pair and refresh the saturated ones (see :meth:`_refresh`)."""
+        """Check every pair and refresh the saturated ones (see :func:`kernel.refresh_pairs`)."""
+        kernel.set_threads(torch.get_num_threads())
         for i, y in enumerate(self.y):
             if y is None or not self.signed[i]:
                 continue
-            model = self.model[i]
-            rows = self._rows(model, 1)
-            pulses = torch.zeros(y.shape, dtype=torch.int32)
-            new = self._refresh(y, rows, model, pulses)
-            if new is y:
-                continue
-            changed = pulses.any(1).nonzero().squeeze(1)
-            y.copy_(new)
-            self.rec[i][:, 3] += pulses[:, 0]
-            self.c1[i] += pulses[:, 1]
-            self._count_bound[i] += float(pulses.max())
-            self.params[i].view(-1).index_copy_(
-                0, changed, self._weights_from(i, new.index_select(0, changed))
-            )
-
-    def _refresh(self, y: Tensor, rows: Tensor, model: Tensor, pulses: Tensor) -> Tensor:
-        """Re-program saturated pairs to the same weight with headroom; returns the new ``y``.
-
-        One-sided: both devices RESET to their floor (1 pulse each), then SET up to
-        the target. Bidirectional / reference: both devices moved around the middle
-        of the common window, keeping y+ - y-. Pulses are counted in ``pulses``.
-        """
-        lo, hi = rows[..., LO], rows[..., HI]
-        u = (y - lo) / (hi - lo)
-        level = self.dev.refresh_level
-        if self.dev.scheme == "one_sided":
-            mask = (u >= level).any(1)
-        elif self.dev.scheme == "reference":
-            # the programmed device is near a bound and centring the pair gives it headroom
-            room = (2 * level - 1) * (hi[:, 0] - lo[:, 0])
-            mask = ((u[:, 0] >= level) | (u[:, 0] <= 1.0 - level)) & (
-                (y[:, 0] - y[:, 1]).abs() < room
-            )
-        else:
-            mask = (u >= level).all(1) | (u <= 1.0 - level).all(1)
-        mask &= (model != pulsed.FROZEN).all(1)
-        sel = mask.nonzero().squeeze(1)
-        if sel.numel() == 0:
-            return y
-        yk, lok, hik = y[sel], lo[sel], hi[sel]
-        d = yk[:, 0] - yk[:, 1]
-        if self.dev.scheme == "one_sided":
-            base = torch.maximum(lok[:, 0], lok[:, 1])
-            target = torch.stack([base + d.clamp(min=0), base + (-d).clamp(min=0)], 1)
-            extra = 1 + torch.ceil((target - lok).clamp(min=0) / self.step0)
-        else:
-            mid = 0.5 * (torch.maximum(lok[:, 0], lok[:, 1]) + torch.minimum(hik[:, 0], hik[:, 1]))
-            target = torch.stack([mid + 0.5 * d, mid - 0.5 * d], 1)
-            extra = torch.ceil((target - yk).abs() / self.step0)
-        if self.noisy:
-            target.addcmul_(self._noise(target.numel()).view_as(target), rows[sel][..., NOISE])
-        y = y.clone()
-        y[sel] = torch.minimum(torch.maximum(target, lok), hik)
-        extra = extra.to(torch.int32)
-        pulses[sel] += extra
-        n = int(extra.sum())
-        self.total_pulses += n
-        self.refresh_pulses += n
-        self.refreshes += int(sel.numel())
-        return y
+            key = np.uint64(kernel.stream_key(self.seed ^ _SEED_REFRESH, self.updates, i))
+            pairs, pulses = np.zeros(64, np.int64), np.zeros(64, np.int64)
+            kernel.refresh_pairs(
+                key, self.mode, np.float32(self.dev.refresh_level), np.float32(self.step0),
+                self._rec_np[i], self.c1[i].numpy(), self._bank_np, np.float32(self.scale[i]),
+                self.params[i].detach().view(-1).numpy(), self.noisy, self._endurance,
+                pairs, pulses,
+            )  # fmt: skip
+            torch.autograd.graph.increment_version(self.params[i])
+            self.refreshes += int(pairs.sum())
+            self.refresh_pulses += int(pulses.sum())
+            self.total_pulses += int(pulses.sum())
 
     # -- reading ---------------------------------------------------------------------
     @torch.no_grad()
@@ -419,11 +332,12 @@ class DeviceSynapses:
         self.refreshes = int(state["refreshes"])
         self.refresh_pulses = int(state["refresh_pulses"])
         self.rng.state = state["rng"]
-        self._count_bound = [
-            0.0 if self.rec[i] is None else float(self.device_counts(i).max())
-            for i in range(len(self.rec))
-        ]
         self._write_params(range(len(self.params)))
+
+
+def _f32(t: Tensor) -> np.ndarray:
+    """A C-contiguous float32 numpy view (or copy) of ``t``."""
+    return t.detach().to(torch.float32).contiguous().numpy()
 
 
 Synapses = IdealSynapses | DeviceSynapses

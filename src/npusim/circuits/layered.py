@@ -40,6 +40,7 @@ class LayeredNetwork(ABC):
     sizes: list[int]
     weights: list[Tensor]
     biases: list[Tensor]
+    normalised_states: bool = True  # states are normalised signals (a converter range applies)
 
     def __init__(self, sizes: list[int], dtype: torch.dtype = torch.float32) -> None:
         if len(sizes) < 2 or any(int(n) < 1 for n in sizes):

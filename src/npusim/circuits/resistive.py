@@ -36,6 +36,8 @@ class DeepResistive(LayeredNetwork):
     """Layered resistive network; ``sizes = [inputs, hidden..., outputs]`` with ``inputs`` the raw
     feature count (the physical input layer has ``2·inputs`` sources)."""
 
+    normalised_states = False  # node voltages in V
+
     def __init__(
         self,
         sizes: list[int],

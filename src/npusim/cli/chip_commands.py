@@ -57,6 +57,7 @@ def run_eval(a: argparse.Namespace) -> int:
 
     from npusim.chip import load_chip
     from npusim.devices import make_synapses
+    from npusim.devices.converters import periphery_for
     from npusim.runtime.config import TrainConfig
     from npusim.runtime.io import atomic_json
     from npusim.runtime.run import load_checkpoint
@@ -74,6 +75,8 @@ def run_eval(a: argparse.Namespace) -> int:
     syn = tr.synapses
     if syn is None or chip != cfg.chip:  # program the trained weights onto a fresh chip
         syn = make_synapses(load_chip(chip), params, tr.model.signed, seed=cfg.seed)
+        conv = load_chip(chip).converters
+        tr.use_periphery(periphery_for(conv, tr.model.normalised_states))
     programmed = [p.clone() for p in params]
     rows = []
     for label, seconds in times:

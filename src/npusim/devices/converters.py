@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -33,3 +35,33 @@ def dac(x: Tensor, conv: ConverterSpec) -> Tensor:
 def adc(x: Tensor, conv: ConverterSpec) -> Tensor:
     """Column outputs as the chip's ADC digitises them (normalised units)."""
     return quantize(x, conv.adc_bits, conv.adc_lo, conv.adc_hi)
+
+
+@dataclass(frozen=True)
+class Periphery:
+    """A chip's converters where its arrays meet the digital side, on normalised signals.
+
+    ``inputs``: the DAC drives each input row (once per relaxation). ``read``: the ADC digitises
+    every free layer at an equilibrium (what a learning rule reads); ``read_output``: the output
+    layer at inference. Matches the conversions the ledger counts.
+    """
+
+    spec: ConverterSpec
+
+    def inputs(self, x: Tensor) -> Tensor:
+        return dac(x, self.spec)
+
+    def read(self, state: list[Tensor]) -> list[Tensor]:
+        return [adc(s, self.spec) for s in state]
+
+    def read_output(self, y: Tensor) -> Tensor:
+        return adc(y, self.spec)
+
+
+def periphery_for(conv: ConverterSpec, normalised_states: bool) -> Periphery | None:
+    """The converters to simulate for a network, or None when there is nothing to convert:
+    ideal converters (0 bits), or a network whose states are not normalised signals (the
+    DRN's node voltages need the output amplifiers' gains to meet an ADC range)."""
+    if not normalised_states or (conv.dac_bits == 0 and conv.adc_bits == 0):
+        return None
+    return Periphery(conv)

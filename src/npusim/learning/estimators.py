@@ -10,6 +10,7 @@ relaxation (what a digital computer would do).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -18,6 +19,8 @@ from torch import Tensor
 from npusim.circuits.layered import LayeredNetwork, Relaxation
 
 VARIANTS = ("positive", "negative", "centered")
+
+Reader = Callable[[list[Tensor]], list[Tensor]]  # how a chip reads equilibria (e.g. its ADCs)
 
 
 @dataclass
@@ -29,8 +32,18 @@ class GradientEstimate:
     phases: dict[str, Relaxation] = field(default_factory=dict)
 
 
-def _difference(model: LayeredNetwork, x: Tensor, a: list[Tensor], b: list[Tensor], scale: float):
-    """``scale · (∂E/∂θ(a) − ∂E/∂θ(b))``, fused where the network supports it."""
+def _difference(
+    model: LayeredNetwork,
+    x: Tensor,
+    a: list[Tensor],
+    b: list[Tensor],
+    scale: float,
+    read: Reader | None = None,
+):
+    """``scale · (∂E/∂θ(a) − ∂E/∂θ(b))``, fused where the network supports it; the
+    equilibria are first read through ``read`` when given."""
+    if read is not None:
+        a, b = read(a), read(b)
     fused = getattr(model, "grad_difference", None)
     if fused is not None:
         return fused(x, a, b, scale)
@@ -42,13 +55,15 @@ def _difference(model: LayeredNetwork, x: Tensor, a: list[Tensor], b: list[Tenso
 class EqProp:
     """Equilibrium Propagation (Scellier & Bengio 2017) with nudging β and a variant:
     ``positive`` (s^0, s^+β), ``negative`` (s^−β, s^0) or ``centered`` (s^−β, s^+β; Laborieux et
-    al. 2021), whose bias is O(β²) instead of O(β)."""
+    al. 2021), whose bias is O(β²) instead of O(β). ``read``: how the chip reads the equilibria
+    it learns from (default: exactly)."""
 
     beta: float = 0.2
     variant: str = "centered"
     sweeps: int = 15
     free_sweeps: int | None = None
     tol: float = 0.0
+    read: Reader | None = None
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -69,13 +84,13 @@ class EqProp:
         if self.variant == "centered":
             plus, minus = self._both(model, x, target, free)
             phases["nudged+"], phases["nudged-"] = plus, minus
-            grads = _difference(model, x, plus.state, minus.state, 1.0 / (2 * b))
+            grads = _difference(model, x, plus.state, minus.state, 1.0 / (2 * b), self.read)
         elif self.variant == "positive":
             phases["nudged+"] = plus = nudge(b)
-            grads = _difference(model, x, plus.state, free.state, 1.0 / b)
+            grads = _difference(model, x, plus.state, free.state, 1.0 / b, self.read)
         else:
             phases["nudged-"] = minus = nudge(-b)
-            grads = _difference(model, x, free.state, minus.state, 1.0 / b)
+            grads = _difference(model, x, free.state, minus.state, 1.0 / b, self.read)
         return GradientEstimate(grads, free, phases)
 
     def _both(
@@ -106,13 +121,14 @@ class Contrastive:
 
     sweeps: int = 15
     tol: float = 0.0
+    read: Reader | None = None
 
     def __call__(self, model: LayeredNetwork, x: Tensor, target: Tensor) -> GradientEstimate:
         free = model.relax(x, sweeps=self.sweeps, tol=self.tol)
         clamped = model.relax(
             x, free.state, beta=math.inf, target=target, sweeps=self.sweeps, tol=self.tol
         )
-        grads = _difference(model, x, clamped.state, free.state, 1.0)
+        grads = _difference(model, x, clamped.state, free.state, 1.0, self.read)
         return GradientEstimate(grads, free, {"free": free, "clamped": clamped})
 
 

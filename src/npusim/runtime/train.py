@@ -15,6 +15,7 @@ from npusim.chip import load_chip
 from npusim.circuits import DeepHopfield, DeepResistive, LayeredNetwork
 from npusim.data.datasets import Dataset, load_dataset, one_hot
 from npusim.devices import make_synapses
+from npusim.devices.converters import Periphery, periphery_for
 from npusim.learning.estimators import make_estimator
 from npusim.runtime.config import TrainConfig
 from npusim.runtime.io import atomic_torch_save
@@ -44,11 +45,25 @@ def shift_images(x: Tensor, shape: tuple[int, int], max_shift: int, g: torch.Gen
 
 
 @torch.no_grad()
-def error_rate(model: LayeredNetwork, x: Tensor, y: Tensor, sweeps: int, batch: int) -> float:
-    """Fraction of misclassified samples after a free relaxation."""
+def error_rate(
+    model: LayeredNetwork,
+    x: Tensor,
+    y: Tensor,
+    sweeps: int,
+    batch: int,
+    periphery: Periphery | None = None,
+) -> float:
+    """Fraction of misclassified samples after a free relaxation (inputs and output through
+    the chip's converters when ``periphery`` is given)."""
     wrong = 0
     for i in range(0, len(x), batch):
-        wrong += int((model.predict(x[i : i + batch], sweeps) != y[i : i + batch]).sum())
+        xb = x[i : i + batch]
+        if periphery is None:
+            pred = model.predict(xb, sweeps)
+        else:
+            out = model.output(model.relax(periphery.inputs(xb), sweeps=sweeps).state)
+            pred = periphery.read_output(out).argmax(1)
+        wrong += int((pred != y[i : i + batch]).sum())
     return wrong / max(len(x), 1)
 
 
@@ -94,14 +109,22 @@ class Trainer:
             free_sweeps=self.cfg.free_sweeps,
         )
         self.optim = SGD(self.cfg.lrs * 2, self.cfg.momentum, self.cfg.weight_decay)
-        if synapses is None and self.cfg.chip != "ideal":  # train through the chip's devices
+        self.periphery: Periphery | None = None  # the chip's DACs / ADCs, when they quantise
+        if self.cfg.chip != "ideal":  # train through the chip's devices and converters
             spec = load_chip(self.cfg.chip)
-            if not spec.is_ideal:
+            if synapses is None and not spec.is_ideal:
                 params, signed = self.model.params(), self.model.signed
                 synapses = make_synapses(spec, params, signed, seed=self.cfg.seed)
+            self.use_periphery(periphery_for(spec.converters, self.model.normalised_states))
         self.synapses = synapses
         self.ledger = ledger
         self.state = TrainState()
+
+    def use_periphery(self, periphery: Periphery | None) -> None:
+        """Read inputs, equilibria and outputs through ``periphery`` (None: exactly)."""
+        self.periphery = periphery
+        if hasattr(self.estimator, "read"):
+            self.estimator.read = None if periphery is None else periphery.read
 
     # ---- one epoch -------------------------------------------------------------------
     def _apply(self, deltas: list[Tensor]) -> None:
@@ -124,6 +147,8 @@ class Trainer:
         bs = cfg.batch_size
         for i in range(0, len(x_all), bs):
             x, y = x_all[i : i + bs], y_all[i : i + bs]
+            if self.periphery is not None:
+                x = self.periphery.inputs(x)
             est = self.estimator(self.model, x, one_hot(y, data.num_classes))
             wrong += int((self.model.output(est.free.state).argmax(1) != y).sum())
             self._apply(self.optim.deltas(self.model.params(), est.grads))
@@ -138,7 +163,8 @@ class Trainer:
         x, y = self.data.split(split)
         if self.ledger is not None:  # the chip infers every evaluated sample
             self.ledger.relax("inference", self.model.sizes, len(x), self.cfg.inference_sweeps)
-        return error_rate(self.model, x, y, self.cfg.inference_sweeps, self.cfg.eval_batch)
+        sweeps, batch = self.cfg.inference_sweeps, self.cfg.eval_batch
+        return error_rate(self.model, x, y, sweeps, batch, self.periphery)
 
     def run_epoch(self, on_batch: Callable[[int], None] | None = None) -> EpochRecord:
         t0 = time.perf_counter()

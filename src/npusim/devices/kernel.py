@@ -80,15 +80,18 @@ def _program(y: np.float32, n: np.float32, row: int, bank, xi: np.float32) -> np
     return min(max(out, lo), hi)
 
 
+_CHUNKS = 64  # rows are handed to threads in this many blocks (scratch buffers per block)
+
+
 @njit(inline="always", cache=True)
-def _program_row(x, base, key, stochastic, mode, rec, c1, bank, scale, w, noisy, endurance):
+def _program_row(
+    x, base, key, stochastic, mode, rec, c1, bank, scale, w, noisy, endurance, at, cnt
+):
     """Round one row's desired pulses ``x`` and program its pulsed devices (flat ``base + c``).
 
-    Returns the pulses issued in the row.
+    at, cnt: scratch of the row's length. Returns the pulses issued in the row.
     """
     cols = x.shape[0]
-    at = np.empty(cols, np.int64)
-    cnt = np.empty(cols, np.float32)
     k = 0
     for c in range(cols):  # stream: counts, compacted
         if stochastic:
@@ -144,10 +147,14 @@ def apply_dense(
 ) -> None:
     """Program desired pulses ``x`` (rows, cols) float32 into the devices, in place."""
     rows, cols = x.shape
-    for r in prange(rows):
-        pulses[r] = _program_row(
-            x[r], r * cols, key, stochastic, mode, rec, c1, bank, scale, w, noisy, endurance
-        )
+    size = (rows + _CHUNKS - 1) // _CHUNKS
+    for ch in prange(_CHUNKS):
+        at, cnt = np.empty(cols, np.int64), np.empty(cols, np.float32)
+        for r in range(ch * size, min(rows, (ch + 1) * size)):
+            pulses[r] = _program_row(
+                x[r], r * cols, key, stochastic, mode, rec, c1, bank, scale, w, noisy,
+                endurance, at, cnt,
+            )  # fmt: skip
 
 
 @njit(parallel=True, cache=True)
@@ -161,20 +168,25 @@ def apply_outer(
     """
     rank, rows = left.shape
     cols = right.shape[1]
-    for r in prange(rows):
-        x = np.zeros(cols, np.float32)
-        active = False
-        for q in range(rank):
-            a = left[q, r]
-            if a != 0:
-                active = True
-                for c in range(cols):
-                    x[c] += a * right[q, c]
-        pulses[r] = 0
-        if active:
-            pulses[r] = _program_row(
-                x, r * cols, key, stochastic, mode, rec, c1, bank, scale, w, noisy, endurance
-            )
+    size = (rows + _CHUNKS - 1) // _CHUNKS
+    for ch in prange(_CHUNKS):
+        x = np.empty(cols, np.float32)
+        at, cnt = np.empty(cols, np.int64), np.empty(cols, np.float32)
+        for r in range(ch * size, min(rows, (ch + 1) * size)):
+            x[:] = 0.0
+            active = False
+            for q in range(rank):
+                a = left[q, r]
+                if a != 0:
+                    active = True
+                    for c in range(cols):
+                        x[c] += a * right[q, c]
+            pulses[r] = 0
+            if active:
+                pulses[r] = _program_row(
+                    x, r * cols, key, stochastic, mode, rec, c1, bank, scale, w, noisy,
+                    endurance, at, cnt,
+                )  # fmt: skip
 
 
 apply_dense.__doc__ += "\n\n    " + _ARGS_DOC

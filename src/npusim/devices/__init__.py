@@ -7,7 +7,7 @@ memristive devices with bounds, noise, asymmetry, faults, wear and drift).
 
 from npusim.devices.converters import adc, dac, quantize
 from npusim.devices.ideal import IdealSynapses
-from npusim.devices.pulsed import drift, program, sample_bank, stochastic_round
+from npusim.devices.pulsed import drift, sample_bank
 from npusim.devices.synapses import DeviceSynapses, Synapses, make_synapses
 
 __all__ = [
@@ -18,8 +18,6 @@ __all__ = [
     "dac",
     "drift",
     "make_synapses",
-    "program",
     "quantize",
     "sample_bank",
-    "stochastic_round",
 ]

@@ -44,10 +44,13 @@ def _mix(z: np.uint64) -> np.uint64:
     return z ^ (z >> np.uint64(31))
 
 
+MAX_TENSORS = 256  # parameter tensors of one chip with their own random streams
+
+
 @njit(cache=True)
 def stream_key(seed: int, update: int, tensor: int) -> np.uint64:
-    """Key of the random stream of one update of one tensor."""
-    inner = _mix(np.uint64(update) * np.uint64(256) + np.uint64(tensor))
+    """Key of the random stream of one update of one tensor (0 <= tensor < MAX_TENSORS)."""
+    inner = _mix(np.uint64(update) * np.uint64(MAX_TENSORS) + np.uint64(tensor))
     return _mix(np.uint64(seed) ^ inner)
 
 

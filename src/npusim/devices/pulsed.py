@@ -9,7 +9,8 @@ Conductance is normalised by the nominal g_max: y = G / g_max, nominal range
     down:  dy = -dn * (1 + nld * (2u - 1))
 
 so nl = 0 is a linear device (hard bounds) and nl = 1 the soft-bounds model
-(the step vanishes at the bound it moves towards). Both are linear in y, so
+(the step vanishes at the bound it moves towards). :mod:`npusim.devices.kernel` applies these
+steps to whole arrays. Both are linear in y, so
 a device model per direction is two numbers: dy = n * (a + b * y) for n
 pulses of one sign (first order in the step). Cycle-to-cycle noise adds
 ``noise * sqrt(|n|) * xi`` (independent per pulse, std ``noise``), and the
@@ -85,25 +86,6 @@ def sample_bank(dev: DeviceSpec, size: int, gen: torch.Generator) -> Tensor:
 def step_size(bank_rows: Tensor, y: Tensor) -> Tensor:
     """Step magnitude a + b * y of one pulse, for gathered (..., 8) rows of one direction."""
     return bank_rows[..., A] + bank_rows[..., B] * y
-
-
-def program(y: Tensor, rows: Tensor, n: Tensor, xi: Tensor | None) -> Tensor:
-    """Apply ``n`` pulses (float tensor of integers, all of the sign ``rows`` were chosen for).
-
-    y: (...,) normalised conductances; rows: (..., 8) bank rows of each device
-    for the direction of its pulses; xi: (...,) zero-mean unit-variance noise
-    (None when the devices have no write noise). Returns the new state in [lo, hi].
-    """
-    out = torch.addcmul(rows[..., A], rows[..., B], y).mul_(n).add_(y)
-    if xi is not None:
-        out.addcmul_(xi.mul_(rows[..., NOISE]), n.abs().sqrt_())
-    torch.maximum(out, rows[..., LO], out=out)
-    return torch.minimum(out, rows[..., HI], out=out)
-
-
-def stochastic_round(x: Tensor, gen: torch.Generator | None = None) -> Tensor:
-    """floor(x + U[0,1)): integer-valued float tensor with E[result] = x (in place on x)."""
-    return x.add_(torch.rand(x.shape, generator=gen)).floor_()
 
 
 def drift(y: Tensor, nu: Tensor, t: float, t0: float) -> Tensor:

@@ -54,6 +54,8 @@ class DeviceSynapses:
         seed: int,
         on_device: list[bool] | None = None,
     ) -> None:
+        if len(params) > kernel.MAX_TENSORS:
+            raise ValueError(f"at most {kernel.MAX_TENSORS} parameter tensors, got {len(params)}")
         self.dev = dev
         self.params = params
         self.signed = list(signed)

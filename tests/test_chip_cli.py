@@ -48,7 +48,10 @@ def test_sweep_writes_table_and_plot(tmp_path):
     args = ["sweep", *SMALL, "--chip", "rram", "--param", "device.n_states", "--values", "8,64"]
     assert main([*args, "--out", str(out)]) == 0
     table = (out / "sweep.csv").read_text().splitlines()
-    assert table[0].startswith("value,test_error") and len(table) == 3
+    assert table[0].startswith("value,test_error,test_error_se") and len(table) == 3
+    for line in table[1:]:  # binomial standard error of the error rate on the test split
+        err, se = (float(v) for v in line.split(",")[1:3])
+        assert se == pytest.approx((err * (1 - err) / 179) ** 0.5)
     assert (out / "sweep.png").stat().st_size > 1000
     assert "| device.n_states |" in (out / "sweep.md").read_text()
 

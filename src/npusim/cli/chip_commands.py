@@ -137,6 +137,7 @@ def run_sweep(a: argparse.Namespace) -> int:
             {
                 "value": value,
                 "test_error": best.test_error,
+                "test_error_se": _standard_error(best.test_error, len(tr.data.split("test")[1])),
                 "val_error": best.val_error,
                 "best_epoch": best.epoch,
                 "pulses_mean": stats.get("pulses_mean", 0.0),
@@ -149,6 +150,11 @@ def run_sweep(a: argparse.Namespace) -> int:
     return 0
 
 
+def _standard_error(p: float, n: int) -> float:
+    """Binomial standard error of an error rate ``p`` measured on ``n`` samples."""
+    return (p * (1.0 - p) / n) ** 0.5 if n > 0 else 0.0
+
+
 def _write_table(rows: list[dict], param: str, out: Path) -> None:
     from npusim.runtime.io import atomic_write
 
@@ -157,11 +163,13 @@ def _write_table(rows: list[dict], param: str, out: Path) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(out / "sweep.csv", lambda f: f.write(buf.getvalue().encode()))
-    md = [f"| {param} | test error (%) | val error (%) | best epoch | pulses/device (mean, max) |"]
+    head = "test error (%) ± s.e. | val error (%) | best epoch | pulses/device (mean, max)"
+    md = [f"| {param} | {head} |"]
     md.append("|---|---|---|---|---|")
     for r in rows:
         md.append(
-            f"| {r['value']} | {100 * r['test_error']:.2f} | {100 * r['val_error']:.2f} | "
+            f"| {r['value']} | {100 * r['test_error']:.2f} ± {100 * r['test_error_se']:.2f} | "
+            f"{100 * r['val_error']:.2f} | "
             f"{r['best_epoch']} | {r['pulses_mean']:.1f}, {r['pulses_max']} |"
         )
     text = "\n".join(md) + "\n"
@@ -179,13 +187,14 @@ def _plot(rows: list[dict], param: str, chip: str, path: Path, atomic_write) -> 
     numeric = all(isinstance(x, (int, float)) for x in xs)
     fig, ax = plt.subplots(figsize=(6, 4))
     pos = xs if numeric else list(range(len(xs)))
-    ax.plot(pos, [100 * r["test_error"] for r in rows], marker="o")
+    err = [100 * r["test_error"] for r in rows]
+    ax.errorbar(pos, err, yerr=[100 * r["test_error_se"] for r in rows], marker="o", capsize=3)
     if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
         ax.set_xscale("log")
     if not numeric:
         ax.set_xticks(pos, [str(x) for x in xs])
     ax.set_xlabel(param)
-    ax.set_ylabel("test error (%)")
+    ax.set_ylabel("test error (%), ± binomial standard error")
     ax.set_title(f"{chip}: test error against {param}")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

@@ -8,6 +8,14 @@ import torch
 from torch import Tensor
 
 
+def deliver(weights: list[Tensor], out: list[Tensor] | None) -> list[Tensor]:
+    """Return ``weights``, also copied into ``out`` when given (the ``read`` contract)."""
+    if out is not None:
+        for o, w in zip(out, weights, strict=True):
+            o.copy_(w)
+    return weights
+
+
 def add_exact(p: Tensor, d: Any, signed: bool) -> None:
     """p += d exactly (a factored outer product is added in one pass), clamped if non-negative."""
     if hasattr(d, "add_to"):
@@ -46,10 +54,7 @@ class IdealSynapses:
     ) -> list[Tensor]:
         """Weights as read at any time: exactly the parameters (no noise, no drift)."""
         weights = [p.detach().clone() for p in self.params]
-        if out is not None:
-            for o, w in zip(out, weights, strict=True):
-                o.copy_(w)
-        return weights
+        return deliver(weights, out)
 
     def pulse_stats(self) -> dict[str, float]:
         """No devices are programmed: all counts are zero."""

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from npusim.chip.spec import ChipSpec, DeviceSpec
 from npusim.devices import kernel, pulsed
-from npusim.devices.ideal import IdealSynapses, add_exact
+from npusim.devices.ideal import IdealSynapses, add_exact, deliver
 from npusim.devices.pulsed import HI, LO, NOISE
 
 _SEED_DEVICES = 0x5EED_0001
@@ -279,10 +279,7 @@ class DeviceSynapses:
                 ref = self._weights_from(i, y).abs().sum()
                 w *= ref / w.abs().sum().clamp(min=1e-30)
             weights.append(w.view_as(p))
-        if out is not None:
-            for o, w in zip(out, weights, strict=True):
-                o.copy_(w)
-        return weights
+        return deliver(weights, out)
 
     def pulse_stats(self) -> dict[str, float]:
         """Pulses per device (mean, max), totals, refreshes and frozen devices."""

@@ -57,12 +57,12 @@ def error_rate(
     the chip's converters when ``periphery`` is given)."""
     wrong = 0
     for i in range(0, len(x), batch):
-        xb = x[i : i + batch]
         if periphery is None:
-            pred = model.predict(xb, sweeps)
-        else:
-            out = model.output(model.relax(periphery.inputs(xb), sweeps=sweeps).state)
-            pred = periphery.read_output(out).argmax(1)
+            pred = model.predict(x[i : i + batch], sweeps)
+        else:  # as model.predict, with the converters between chip and digital side
+            xb = periphery.inputs(x[i : i + batch])
+            pred = periphery.read_output(model.output(model.relax(xb, sweeps=sweeps).state))
+            pred = pred.argmax(1)
         wrong += int((pred != y[i : i + batch]).sum())
     return wrong / max(len(x), 1)
 

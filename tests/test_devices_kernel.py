@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from npusim.chip import ChipSpec
+from npusim.core.outer import OuterProduct
 from npusim.devices import DeviceSynapses, pulsed
 from npusim.devices.synapses import _SEED_PULSES
-from npusim.learning.outer import OuterProduct
 
 U64 = np.uint64
 

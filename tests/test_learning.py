@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from npusim.circuits import DeepHopfield, DeepResistive
+from npusim.core.outer import OuterProduct, dense
 from npusim.learning import Backprop, Contrastive, EqProp
-from npusim.learning.outer import OuterProduct, dense
 
 
 def _net(model):

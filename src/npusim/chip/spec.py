@@ -13,8 +13,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from npusim.core.errors import NpusimError
 
-class ChipSpecError(ValueError):
+
+class ChipSpecError(NpusimError, ValueError):
     """A chip description is invalid; the message names the key and what is allowed."""
 
 

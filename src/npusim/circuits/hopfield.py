@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from npusim.circuits.layered import LayeredNetwork
-from npusim.learning.outer import OuterProduct
+from npusim.core.outer import OuterProduct
 
 
 class DeepHopfield(LayeredNetwork):

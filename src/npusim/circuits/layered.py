@@ -19,8 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from npusim.core.errors import NpusimError
 
-class RelaxationDiverged(RuntimeError):
+
+class RelaxationDiverged(NpusimError, RuntimeError):
     """The relaxation produced NaN or inf: the network's parameters are unusable."""
 
 

@@ -29,7 +29,7 @@ from torch import Tensor
 from npusim.circuits import shockley
 from npusim.circuits.layered import LayeredNetwork
 from npusim.circuits.netlist import DiodeModel
-from npusim.learning.outer import OuterProduct
+from npusim.core.outer import OuterProduct
 
 
 class DeepResistive(LayeredNetwork):

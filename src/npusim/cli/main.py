@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from npusim.cli.chip_commands import CHIP_COMMANDS
+from npusim.core.errors import NpusimError
 from npusim.data.datasets import DATASETS
 from npusim.learning.estimators import ALGORITHMS, VARIANTS
 from npusim.report.command import add_report_args, run_report
@@ -17,7 +18,7 @@ from npusim.runtime.config import MODELS, TrainConfig
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable]] = {}
 
 
-class CliError(Exception):
+class CliError(NpusimError):
     """An error to report as one line, without a traceback."""
 
 

@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from npusim.core.errors import NpusimError
 from npusim.data.idx import load_idx_pair
 
 DATASETS = ("digits", "mnist5k", "mnist", "fashion-mnist")
 
 
-class DatasetError(ValueError):
+class DatasetError(NpusimError, ValueError):
     """A dataset is unknown, missing or malformed."""
 
 

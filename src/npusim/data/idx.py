@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from npusim.core.errors import NpusimError
 
-class IdxError(ValueError):
+
+class IdxError(NpusimError, ValueError):
     """An IDX file is missing, truncated or inconsistent."""
 
 

@@ -1,5 +1,6 @@
 """Gradient estimators: EqProp, contrastive learning, backprop baseline."""
 
+from npusim.core.outer import OuterProduct, dense
 from npusim.learning.estimators import (
     ALGORITHMS,
     Backprop,
@@ -8,7 +9,6 @@ from npusim.learning.estimators import (
     GradientEstimate,
     make_estimator,
 )
-from npusim.learning.outer import OuterProduct, dense
 
 __all__ = [
     "ALGORITHMS",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from npusim.core.errors import NpusimError
 from npusim.data.datasets import DATASETS
 from npusim.learning.estimators import ALGORITHMS, VARIANTS
 
@@ -32,7 +33,7 @@ MODEL_DEFAULTS: dict[str, dict] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(NpusimError, ValueError):
     """A training option is invalid; the message names it and the allowed values."""
 
 

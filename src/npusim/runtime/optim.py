@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from npusim.core.outer import OuterProduct, dense
 from npusim.devices.ideal import add_exact
-from npusim.learning.outer import OuterProduct, dense
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from npusim.core.errors import NpusimError
 from npusim.runtime.config import TrainConfig
 from npusim.runtime.io import atomic_json, atomic_write
 from npusim.runtime.train import EpochRecord, Trainer
@@ -18,7 +19,7 @@ RESULTS = "results.json"
 CURVE = "learning_curve.png"
 
 
-class RunError(RuntimeError):
+class RunError(NpusimError, RuntimeError):
     """A run folder cannot be used as asked (exists, or has nothing to resume)."""
 
 

@@ -13,27 +13,17 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from npusim.core.errors import NpusimError
+from npusim.core.interfaces import Relaxation, Update
 
 
 class RelaxationDiverged(NpusimError, RuntimeError):
     """The relaxation produced NaN or inf: the network's parameters are unusable."""
-
-
-@dataclass
-class Relaxation:
-    """Result of a relaxation: the free layers' final state, the last sweep's residual
-    (max absolute change of any unit, normalised units or V) and the sweeps run."""
-
-    state: list[Tensor]
-    residual: float
-    sweeps: int
 
 
 class LayeredNetwork(ABC):
@@ -84,6 +74,22 @@ class LayeredNetwork(ABC):
     def params(self) -> list[Tensor]:
         """All parameters: weights then biases."""
         return [*self.weights, *self.biases]
+
+    @property
+    def logical_sizes(self) -> list[int]:
+        """Layer sizes as the user gave them (equal to ``sizes`` unless inputs are duplicated)."""
+        return list(self.sizes)
+
+    def grad_difference(
+        self, x: Tensor, a: list[Tensor], b: list[Tensor], scale: float
+    ) -> list[Update]:
+        """``scale · (∂E/∂θ(a) − ∂E/∂θ(b))``; networks override it with a fused form."""
+        ga, gb = self.param_grads(x, a), self.param_grads(x, b)
+        return [(p - q) * scale for p, q in zip(ga, gb, strict=True)]
+
+    def dissipated_power(self, x: Tensor, state: list[Tensor]) -> Tensor | None:
+        """Steady-state power per sample in the network's units; None: not a resistive circuit."""
+        return None
 
     @property
     def num_layers(self) -> int:

@@ -82,6 +82,11 @@ class DeepResistive(LayeredNetwork):
     def signed(self) -> list[bool]:
         return [False] * self.num_layers + [True] * self.num_layers
 
+    @property
+    def logical_sizes(self) -> list[int]:
+        """Sizes with the raw feature count as the input layer (physical: twice that)."""
+        return [self.sizes[0] // 2, *self.sizes[1:]]
+
     def input_layer(self, x: Tensor) -> Tensor:
         x = x.to(self.dtype)
         return self.input_gain * torch.cat([x, -x], 1)

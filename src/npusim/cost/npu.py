@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from npusim.core.phases import TRAIN_PHASES
 from npusim.cost.constants import CostConstants
-from npusim.runtime.ledger import TRAIN_PHASES, Ledger
+from npusim.runtime.ledger import Ledger
 
 TERMS: tuple[str, ...] = (
     "array",

@@ -3,6 +3,7 @@
 from npusim.core.outer import OuterProduct, dense
 from npusim.learning.estimators import (
     ALGORITHMS,
+    ESTIMATORS,
     Backprop,
     Contrastive,
     EqProp,
@@ -12,6 +13,7 @@ from npusim.learning.estimators import (
 
 __all__ = [
     "ALGORITHMS",
+    "ESTIMATORS",
     "Backprop",
     "Contrastive",
     "EqProp",

@@ -11,44 +11,37 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from npusim.circuits.layered import LayeredNetwork, Relaxation
+from npusim.core.interfaces import (
+    Estimator,
+    GradientEstimate,
+    Network,
+    Reader,
+    Relaxation,
+    Update,
+)
+from npusim.core.phases import Phase
 
 VARIANTS = ("positive", "negative", "centered")
 
-Reader = Callable[[list[Tensor]], list[Tensor]]  # how a chip reads equilibria (e.g. its ADCs)
-
-
-@dataclass
-class GradientEstimate:
-    """Gradient estimate with the relaxations that produced it, keyed by phase name."""
-
-    grads: list[Tensor]
-    free: Relaxation
-    phases: dict[str, Relaxation] = field(default_factory=dict)
-
 
 def _difference(
-    model: LayeredNetwork,
+    model: Network,
     x: Tensor,
     a: list[Tensor],
     b: list[Tensor],
     scale: float,
     read: Reader | None = None,
-):
-    """``scale · (∂E/∂θ(a) − ∂E/∂θ(b))``, fused where the network supports it; the
-    equilibria are first read through ``read`` when given."""
+) -> list[Update]:
+    """``scale · (∂E/∂θ(a) − ∂E/∂θ(b))`` (the network's fused form); the equilibria are first
+    read through ``read`` when given."""
     if read is not None:
         a, b = read(a), read(b)
-    fused = getattr(model, "grad_difference", None)
-    if fused is not None:
-        return fused(x, a, b, scale)
-    ga, gb = model.param_grads(x, a), model.param_grads(x, b)
-    return [(p - q) * scale for p, q in zip(ga, gb)]
+    return model.grad_difference(x, a, b, scale)
 
 
 @dataclass
@@ -71,9 +64,9 @@ class EqProp:
         if not (self.beta > 0 and math.isfinite(self.beta)):
             raise ValueError(f"beta must be a finite number > 0, got {self.beta}")
 
-    def __call__(self, model: LayeredNetwork, x: Tensor, target: Tensor) -> GradientEstimate:
+    def __call__(self, model: Network, x: Tensor, target: Tensor) -> GradientEstimate:
         free = model.relax(x, sweeps=self.free_sweeps or self.sweeps, tol=self.tol)
-        phases = {"free": free}
+        phases = {Phase.FREE: free}
 
         def nudge(beta: float) -> Relaxation:
             return model.relax(
@@ -83,18 +76,18 @@ class EqProp:
         b = self.beta
         if self.variant == "centered":
             plus, minus = self._both(model, x, target, free)
-            phases["nudged+"], phases["nudged-"] = plus, minus
+            phases[Phase.NUDGED_PLUS], phases[Phase.NUDGED_MINUS] = plus, minus
             grads = _difference(model, x, plus.state, minus.state, 1.0 / (2 * b), self.read)
         elif self.variant == "positive":
-            phases["nudged+"] = plus = nudge(b)
+            phases[Phase.NUDGED_PLUS] = plus = nudge(b)
             grads = _difference(model, x, plus.state, free.state, 1.0 / b, self.read)
         else:
-            phases["nudged-"] = minus = nudge(-b)
+            phases[Phase.NUDGED_MINUS] = minus = nudge(-b)
             grads = _difference(model, x, free.state, minus.state, 1.0 / b, self.read)
         return GradientEstimate(grads, free, phases)
 
     def _both(
-        self, model: LayeredNetwork, x: Tensor, target: Tensor, free: Relaxation
+        self, model: Network, x: Tensor, target: Tensor, free: Relaxation
     ) -> tuple[Relaxation, Relaxation]:
         """The +β and −β phases, relaxed side by side as one batch of twice the size (on a
         chip they run one after the other; each is still a full relaxation of its own)."""
@@ -117,28 +110,31 @@ class EqProp:
 
 @dataclass
 class Contrastive:
-    """Contrastive learning (Movellan 1991): the output clamped to the target versus free."""
+    """Contrastive learning (Movellan 1991): the output clamped to the target versus free (the
+    clamped phase is the +β phase with β = ∞)."""
 
     sweeps: int = 15
     tol: float = 0.0
     read: Reader | None = None
 
-    def __call__(self, model: LayeredNetwork, x: Tensor, target: Tensor) -> GradientEstimate:
+    def __call__(self, model: Network, x: Tensor, target: Tensor) -> GradientEstimate:
         free = model.relax(x, sweeps=self.sweeps, tol=self.tol)
         clamped = model.relax(
             x, free.state, beta=math.inf, target=target, sweeps=self.sweeps, tol=self.tol
         )
         grads = _difference(model, x, clamped.state, free.state, 1.0, self.read)
-        return GradientEstimate(grads, free, {"free": free, "clamped": clamped})
+        return GradientEstimate(grads, free, {Phase.FREE: free, Phase.NUDGED_PLUS: clamped})
 
 
 @dataclass
 class Backprop:
-    """Backpropagation through the unrolled free relaxation (the digital baseline)."""
+    """Backpropagation through the unrolled free relaxation (the digital baseline; it reads
+    the network's state exactly, so ``read`` is always None)."""
 
     sweeps: int = 15
+    read: Reader | None = None
 
-    def __call__(self, model: LayeredNetwork, x: Tensor, target: Tensor) -> GradientEstimate:
+    def __call__(self, model: Network, x: Tensor, target: Tensor) -> GradientEstimate:
         params = model.params()
         for p in params:
             p.requires_grad_(True)
@@ -152,20 +148,24 @@ class Backprop:
                 p.requires_grad_(False)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
         free = Relaxation([s.detach() for s in free.state], free.residual, free.sweeps)
-        return GradientEstimate(grads, free, {"free": free})
+        return GradientEstimate(grads, free, {Phase.FREE: free})
 
 
-ALGORITHMS = ("eqprop", "contrastive", "backprop")
+# name -> factory(beta, variant, sweeps, free_sweeps): a new rule is one entry here
+ESTIMATORS: dict[str, Callable[[float, str, int, int | None], Estimator]] = {
+    "eqprop": lambda beta, variant, sweeps, free: EqProp(
+        beta=beta, variant=variant, sweeps=sweeps, free_sweeps=free
+    ),
+    "contrastive": lambda beta, variant, sweeps, free: Contrastive(sweeps=sweeps),
+    "backprop": lambda beta, variant, sweeps, free: Backprop(sweeps=free or sweeps),
+}
+ALGORITHMS = tuple(ESTIMATORS)
 
 
 def make_estimator(
     algorithm: str, *, beta: float, variant: str, sweeps: int, free_sweeps: int | None = None
-):
-    """Estimator by name: ``eqprop`` (with ``variant``), ``contrastive`` or ``backprop``."""
-    if algorithm == "eqprop":
-        return EqProp(beta=beta, variant=variant, sweeps=sweeps, free_sweeps=free_sweeps)
-    if algorithm == "contrastive":
-        return Contrastive(sweeps=sweeps)
-    if algorithm == "backprop":
-        return Backprop(sweeps=free_sweeps or sweeps)
-    raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+) -> Estimator:
+    """Estimator by name from :data:`ESTIMATORS` (``eqprop`` takes ``variant``)."""
+    if algorithm not in ESTIMATORS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    return ESTIMATORS[algorithm](beta, variant, sweeps, free_sweeps)

@@ -6,11 +6,12 @@ import json
 import math
 from pathlib import Path
 
+from npusim.core.phases import TRAIN_PHASES
 from npusim.cost.baselines import GPUS, PHONE_NPU, GpuPreset, PhoneNpuPreset
 from npusim.cost.claims import EVENT_OF_TERM, claims_check
 from npusim.cost.constants import CostConstants
 from npusim.cost.npu import npu_area, per_sample
-from npusim.runtime.ledger import TRAIN_PHASES, Ledger
+from npusim.runtime.ledger import Ledger
 
 NPU = "NPU EqProp"
 TERM_NOTES: dict[str, str] = {

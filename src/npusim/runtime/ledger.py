@@ -33,8 +33,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-PHASES: tuple[str, ...] = ("free", "nudged+", "nudged-", "inference", "update")
-TRAIN_PHASES: tuple[str, ...] = ("free", "nudged+", "nudged-", "update")
+import torch
+from torch import Tensor
+
+from npusim.core.interfaces import GradientEstimate, Network, Synapses
+from npusim.core.phases import PHASES, Phase
+
 LAYER_COUNTERS: tuple[str, ...] = (
     "macs",
     "node_sweeps",
@@ -182,47 +186,50 @@ class Ledger:
             lay["bytes_tile"][k] += 2 * b * (n[k] + n[k + 1]) * self.word_bytes
         ph["updates"] += 1
 
-    def training_step(self, model, est, batch: int, *, x=None, synapses=None) -> None:
-        """Count one training step from a gradient estimate's relaxations (``est.phases``:
-        name -> Relaxation with ``.sweeps``/``.state``) and the update that followed.
+    def training_step(
+        self,
+        model: Network,
+        est: GradientEstimate,
+        batch: int,
+        *,
+        x: Tensor | None = None,
+        synapses: Synapses | None = None,
+    ) -> None:
+        """Count one training step from a gradient estimate's relaxations (``est.phases``) and
+        the update that followed.
 
-        ``x``: the batch's inputs, to record circuit power of networks exposing
-        ``dissipated_power(x, state)`` when ``power_scale_w`` is set. ``synapses``: a device
-        model with a cumulative ``total_pulses`` counter (else one pulse per parameter).
+        ``x``: the batch's inputs, to record the circuit power of networks that have one
+        (``dissipated_power`` not None) when ``power_scale_w`` is set. ``synapses``: the device
+        model, whose cumulative ``total_pulses`` counts the pulses fired (None: ideal, one
+        pulse-equivalent per parameter written).
         """
         sizes = list(model.sizes)
         if not self.logical_sizes:
-            duplicated = hasattr(model, "input_voltages")  # DRN: inputs and inverted copies
-            self.logical_sizes = [sizes[0] // 2 if duplicated else sizes[0], *sizes[1:]]
-        power = getattr(model, "dissipated_power", None)
-        measure = (
-            power is not None
-            and x is not None
-            and self.power_scale_w is not None
-            and self.count("updates", "update") % max(self.power_every, 1) == 0
-        )
-        phases = [
-            ("nudged+" if name == "clamped" else name, rel) for name, rel in est.phases.items()
-        ]
+            self.logical_sizes = list(model.logical_sizes)
+        phases = list(est.phases.items())
         for phase, rel in phases:
             self.relax(phase, sizes, batch, rel.sweeps)
+        measure = (
+            x is not None
+            and self.power_scale_w is not None
+            and self.count("updates", Phase.UPDATE) % max(self.power_every, 1) == 0
+        )
         if measure:  # all phases in one call: one pass over the weights
-            import torch
-
             m = min(batch, self.power_samples)
             xs = torch.cat([x[:m]] * len(phases))
             states = [
                 torch.cat([rel.state[i][:m] for _, rel in phases]) for i in range(len(sizes) - 1)
             ]
-            p = power(xs, states).reshape(len(phases), m).sum(1).tolist()
-            for (phase, _), p_sum in zip(phases, p, strict=True):
-                self.add_circuit_power(phase, p_sum * self.power_scale_w, samples=m)
+            power = model.dissipated_power(xs, states)
+            if power is not None:
+                p = power.reshape(len(phases), m).sum(1).tolist()
+                for (phase, _), p_sum in zip(phases, p, strict=True):
+                    self.add_circuit_power(phase, p_sum * self.power_scale_w, samples=m)
         pulses = 0
-        total = getattr(synapses, "total_pulses", None)
-        if total is not None:
-            pulses = max(int(total) - self.device_pulses_seen, 0)
-            self.device_pulses_seen = int(total)
-        self.update(sizes, batch, pulses, measured=total is not None)
+        if synapses is not None:
+            pulses = max(int(synapses.total_pulses) - self.device_pulses_seen, 0)
+            self.device_pulses_seen = int(synapses.total_pulses)
+        self.update(sizes, batch, pulses, measured=synapses is not None)
 
     def add_circuit_power(self, phase: str, power_w, samples: int | None = None) -> None:
         """Add the steady-state dissipated power (W) of relaxed samples: a tensor with one value
@@ -232,7 +239,7 @@ class Ledger:
         if not self.sizes:
             raise ValueError("count a relaxation (Ledger.relax) before adding its power")
         ph = self.phases.setdefault(phase, {c: 0 for c in PHASE_COUNTERS + PHASE_FLOATS})
-        if hasattr(power_w, "sum"):
+        if isinstance(power_w, Tensor):
             total, n = float(power_w.sum().item()), int(power_w.numel())
         else:
             total, n = float(power_w), 1

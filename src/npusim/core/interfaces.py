@@ -1,0 +1,129 @@
+"""Declared interfaces between the stages (structural ``typing.Protocol``s, never probed with
+``hasattr``): a network the chip relaxes, the synapses that hold its parameters, a gradient
+estimator (learning rule), and the results they hand each other.
+
+A new network, device family or learning rule implements one of these protocols in one new
+file and registers itself (``npusim.circuits.NETWORKS``, ``npusim.devices.make_synapses``,
+``npusim.learning.ESTIMATORS``); nothing else needs to know its class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from npusim.core.outer import OuterProduct
+from npusim.core.phases import Phase
+
+Update = Tensor | OuterProduct  # a parameter gradient or update: dense, or factored (rank-B)
+Reader = Callable[[list[Tensor]], list[Tensor]]  # how a chip reads equilibria (e.g. its ADCs)
+
+
+@dataclass
+class Relaxation:
+    """Result of a relaxation: the free layers' final state, the last sweep's residual
+    (max absolute change of any unit, normalised units or V) and the sweeps run."""
+
+    state: list[Tensor]
+    residual: float
+    sweeps: int
+
+
+@dataclass
+class GradientEstimate:
+    """A learning rule's estimate of ∂L/∂θ (order of ``Network.params()``) with the
+    relaxations that produced it, keyed by phase."""
+
+    grads: list[Update]
+    free: Relaxation
+    phases: dict[Phase, Relaxation] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Network(Protocol):
+    """An energy-based network the chip relaxes (layers ``s_0`` clamped input .. ``s_L`` output).
+
+    ``sizes``: physical layer sizes (what the arrays hold); ``logical_sizes``: the sizes a user
+    gave (the DRN duplicates its inputs, so its physical input layer is twice the logical one).
+    ``normalised_states``: states are normalised signals (a converter range applies to them).
+    ``signed``: per parameter, may it be negative (a differential pair) or not (one device).
+    """
+
+    sizes: list[int]
+    normalised_states: bool
+
+    @property
+    def logical_sizes(self) -> list[int]: ...
+
+    @property
+    def signed(self) -> list[bool]: ...
+
+    def params(self) -> list[Tensor]: ...
+
+    def load_params(self, params: list[Tensor]) -> None: ...
+
+    def energy(self, x: Tensor, state: list[Tensor]) -> Tensor: ...
+
+    def relax(
+        self,
+        x: Tensor,
+        state: list[Tensor] | None = None,
+        *,
+        beta: float | Tensor = 0.0,
+        target: Tensor | None = None,
+        sweeps: int = 15,
+        tol: float = 0.0,
+        tile: int = 1,
+    ) -> Relaxation: ...
+
+    def output(self, state: list[Tensor]) -> Tensor: ...
+
+    def predict(self, x: Tensor, sweeps: int = 15) -> Tensor: ...
+
+    def param_grads(self, x: Tensor, state: list[Tensor]) -> list[Tensor]: ...
+
+    def grad_difference(
+        self, x: Tensor, a: list[Tensor], b: list[Tensor], scale: float
+    ) -> list[Update]: ...
+
+    def dissipated_power(self, x: Tensor, state: list[Tensor]) -> Tensor | None:
+        """Steady-state power per sample in the network's own units (None: not a circuit)."""
+        ...
+
+
+@runtime_checkable
+class Synapses(Protocol):
+    """What holds a network's parameters on the chip: updates go in through ``apply`` (the
+    device model decides what is stored), weights come out through ``read`` (with drift and
+    read noise at a time after programming)."""
+
+    total_pulses: int  # cumulative programming pulses fired (0 for exact synapses)
+
+    def apply(self, params: list[Tensor], deltas: list[Update]) -> None: ...
+
+    def read(
+        self,
+        t_after_programming_s: float = 0.0,
+        generator: torch.Generator | None = None,
+        out: list[Tensor] | None = None,
+    ) -> list[Tensor]: ...
+
+    def pulse_stats(self) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class Estimator(Protocol):
+    """A learning rule: relaxes the network as it needs and returns a gradient estimate.
+    ``read``: how the chip reads the equilibria it learns from (None: exactly)."""
+
+    read: Reader | None
+
+    def __call__(self, model: Network, x: Tensor, target: Tensor) -> GradientEstimate: ...

@@ -15,7 +15,6 @@ import time
 
 import torch
 
-from npusim.data.datasets import one_hot
 from npusim.runtime.config import TrainConfig
 from npusim.runtime.train import Trainer
 
@@ -31,11 +30,7 @@ def _seconds_per_batch(tr: Trainer, start: int) -> float:
     x_all, y_all, bs = tr.data.x_train, tr.data.y_train, tr.cfg.batch_size
     t0 = time.perf_counter()
     for b in range(start, start + BATCHES):
-        x, y = x_all[b * bs : (b + 1) * bs], y_all[b * bs : (b + 1) * bs]
-        if tr.periphery is not None:
-            x = tr.periphery.inputs(x)
-        est = tr.estimator(tr.model, x, one_hot(y, tr.data.num_classes))
-        tr._apply(tr.optim.deltas(tr.model.params(), est.grads))
+        tr.step(x_all[b * bs : (b + 1) * bs], y_all[b * bs : (b + 1) * bs])
     return (time.perf_counter() - t0) / BATCHES
 
 

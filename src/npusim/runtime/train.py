@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,23 +12,28 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from npusim.chip import load_chip
-from npusim.circuits import DeepHopfield, DeepResistive, LayeredNetwork
+from npusim.chip import ChipSpec, load_chip
+from npusim.circuits import NetworkOptions, make_network
+from npusim.core.interfaces import GradientEstimate, Network, Synapses
 from npusim.data.datasets import Dataset, load_dataset, one_hot
 from npusim.devices import make_synapses
 from npusim.devices.converters import Periphery, periphery_for
 from npusim.learning.estimators import make_estimator
 from npusim.runtime.config import TrainConfig
 from npusim.runtime.io import atomic_torch_save
+from npusim.runtime.ledger import Ledger
 from npusim.runtime.optim import SGD, apply_ideal
 
+CONVERGE_TOL = 1e-3  # a relaxation whose last sweep moves a unit by more than this (normalised
+# units, or V for the DRN) has not converged: counted per epoch and warned about
 
-def build_model(cfg: TrainConfig, num_features: int, num_classes: int) -> LayeredNetwork:
-    """The network a configuration describes, initialised from ``cfg.seed``."""
+
+def build_model(cfg: TrainConfig, num_features: int, num_classes: int) -> Network:
+    """The network a configuration describes (by name from ``npusim.circuits.NETWORKS``),
+    initialised from ``cfg.seed``."""
     sizes = [num_features, *cfg.hidden, num_classes]
-    if cfg.model == "dhn":
-        return DeepHopfield(sizes, seed=cfg.seed)
-    return DeepResistive(sizes, input_gain=cfg.input_gain, seed=cfg.seed, diode=cfg.diode)
+    options = NetworkOptions(input_gain=cfg.input_gain, diode=cfg.diode)
+    return make_network(cfg.model, sizes, cfg.seed, options)
 
 
 def shift_images(x: Tensor, shape: tuple[int, int], max_shift: int, g: torch.Generator) -> Tensor:
@@ -46,7 +52,7 @@ def shift_images(x: Tensor, shape: tuple[int, int], max_shift: int, g: torch.Gen
 
 @torch.no_grad()
 def error_rate(
-    model: LayeredNetwork,
+    model: Network,
     x: Tensor,
     y: Tensor,
     sweeps: int,
@@ -69,12 +75,17 @@ def error_rate(
 
 @dataclass
 class EpochRecord:
+    """One epoch's errors (fractions), speed and the relaxations that ended at their sweep cap
+    without reaching the convergence tolerance (``unconverged``, of ``relaxations``)."""
+
     epoch: int
     train_error: float
     val_error: float
     test_error: float
     samples_per_s: float
     seconds: float
+    unconverged: int = 0
+    relaxations: int = 0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -90,13 +101,21 @@ class TrainState:
 
 
 class Trainer:
-    """Trains a network on a dataset with a gradient estimator, one epoch at a time.
+    """Trains a network on a dataset with a gradient estimator, one step or epoch at a time.
 
-    ``synapses`` applies updates to the parameters (defaults to ideal synapses); ``ledger``
-    (optional) counts the events of the run.
+    The network comes from ``cfg`` (``npusim.circuits.NETWORKS``), the learning rule from
+    ``npusim.learning.ESTIMATORS``; a ``cfg.chip`` other than ``ideal`` puts the trainer on that
+    chip (:meth:`put_on_chip`). ``synapses`` overrides the synapses that hold the parameters
+    (default: exact); ``ledger`` (optional) counts the events of the run.
     """
 
-    def __init__(self, cfg: TrainConfig, data: Dataset | None = None, synapses=None, ledger=None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data: Dataset | None = None,
+        synapses: Synapses | None = None,
+        ledger: Ledger | None = None,
+    ):
         self.cfg = cfg.resolved()
         self.data = data or load_dataset(self.cfg.dataset, self.cfg.data_dir)
         torch.manual_seed(self.cfg.seed)
@@ -110,29 +129,58 @@ class Trainer:
         )
         self.optim = SGD(self.cfg.lrs * 2, self.cfg.momentum, self.cfg.weight_decay)
         self.periphery: Periphery | None = None  # the chip's DACs / ADCs, when they quantise
+        self.synapses: Synapses | None = synapses
+        self.chip: ChipSpec | None = None
         if self.cfg.chip != "ideal":  # train through the chip's devices and converters
-            spec = load_chip(self.cfg.chip)
-            if synapses is None and not spec.is_ideal:
-                params, signed = self.model.params(), self.model.signed
-                synapses = make_synapses(spec, params, signed, seed=self.cfg.seed)
-            self.use_periphery(periphery_for(spec.converters, self.model.normalised_states))
-        self.synapses = synapses
+            self.put_on_chip(load_chip(self.cfg.chip), keep_synapses=synapses is not None)
         self.ledger = ledger
         self.state = TrainState()
+        self._unconverged = 0
+        self._relaxations = 0
+
+    # ---- the chip ------------------------------------------------------------------------
+    def put_on_chip(self, spec: ChipSpec, *, keep_synapses: bool = False) -> None:
+        """Hold the parameters in ``spec``'s devices (programmed from their present values;
+        exact synapses for an ideal device model) and read inputs, equilibria and outputs
+        through its converters. ``keep_synapses``: keep the synapses already set."""
+        self.chip = spec
+        if not keep_synapses:
+            params, signed = self.model.params(), self.model.signed
+            self.synapses = (
+                None if spec.is_ideal else make_synapses(spec, params, signed, self.cfg.seed)
+            )
+        self.use_periphery(periphery_for(spec.converters, self.model.normalised_states))
 
     def use_periphery(self, periphery: Periphery | None) -> None:
         """Read inputs, equilibria and outputs through ``periphery`` (None: exactly)."""
         self.periphery = periphery
-        if hasattr(self.estimator, "read"):
-            self.estimator.read = None if periphery is None else periphery.read
+        self.estimator.read = None if periphery is None else periphery.read
 
-    # ---- one epoch -------------------------------------------------------------------
-    def _apply(self, deltas: list[Tensor]) -> None:
+    # ---- one step, one epoch ----------------------------------------------------------------
+    def apply(self, deltas: list) -> None:
+        """Hand parameter updates to the synapses (exact addition without a chip)."""
         params = self.model.params()
         if self.synapses is None:
             apply_ideal(params, deltas, self.model.signed)
         else:
             self.synapses.apply(params, deltas)
+
+    @torch.no_grad()
+    def step(self, x: Tensor, y: Tensor) -> GradientEstimate:
+        """One training step on a batch: inputs through the DACs, the learning rule's
+        relaxations, the update through the synapses, the events into the ledger. ``x``:
+        (batch, features) raw inputs; ``y``: (batch,) class labels. Returns the estimate (its
+        ``free`` relaxation holds the network's prediction before the update)."""
+        if self.periphery is not None:
+            x = self.periphery.inputs(x)
+        est = self.estimator(self.model, x, one_hot(y, self.data.num_classes))
+        self.apply(self.optim.deltas(self.model.params(), est.grads))
+        for rel in est.phases.values():
+            self._relaxations += 1
+            self._unconverged += rel.residual > CONVERGE_TOL
+        if self.ledger is not None:
+            self.ledger.training_step(self.model, est, len(x), x=x, synapses=self.synapses)
+        return est
 
     @torch.no_grad()
     def train_epoch(self, on_batch: Callable[[int], None] | None = None) -> tuple[float, float]:
@@ -147,13 +195,8 @@ class Trainer:
         bs = cfg.batch_size
         for i in range(0, len(x_all), bs):
             x, y = x_all[i : i + bs], y_all[i : i + bs]
-            if self.periphery is not None:
-                x = self.periphery.inputs(x)
-            est = self.estimator(self.model, x, one_hot(y, data.num_classes))
+            est = self.step(x, y)
             wrong += int((self.model.output(est.free.state).argmax(1) != y).sum())
-            self._apply(self.optim.deltas(self.model.params(), est.grads))
-            if self.ledger is not None:
-                self.ledger.training_step(self.model, est, len(x), x=x, synapses=self.synapses)
             if on_batch is not None:
                 on_batch(len(x))
         seconds = time.perf_counter() - t0
@@ -167,12 +210,31 @@ class Trainer:
         return error_rate(self.model, x, y, sweeps, batch, self.periphery)
 
     def run_epoch(self, on_batch: Callable[[int], None] | None = None) -> EpochRecord:
+        """Train one epoch, then evaluate on the validation and test splits."""
         t0 = time.perf_counter()
+        self._unconverged = self._relaxations = 0
         train_err, sps = self.train_epoch(on_batch)
         val_err, test_err = self.evaluate("val"), self.evaluate("test")
         self.state.epoch += 1
         seconds = time.perf_counter() - t0
-        rec = EpochRecord(self.state.epoch, train_err, val_err, test_err, sps, seconds)
+        rec = EpochRecord(
+            self.state.epoch,
+            train_err,
+            val_err,
+            test_err,
+            sps,
+            seconds,
+            self._unconverged,
+            self._relaxations,
+        )
+        if rec.unconverged:
+            warnings.warn(
+                f"epoch {rec.epoch}: {rec.unconverged} of {rec.relaxations} relaxations ended "
+                f"at their sweep cap ({self.cfg.sweeps}) still moving by more than "
+                f"{CONVERGE_TOL:g}; raise --sweeps or lower the learning rate",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if self.best is None or val_err < self.best.val_error:
             self.state.best_params = [p.clone() for p in self.model.params()]
         self.state.history.append(rec)

@@ -1,5 +1,6 @@
-"""The README's code runs: every ```python block executes (in a temporary folder), and every
-dotted ``npusim.…`` name it mentions resolves to a module or an attribute."""
+"""The docs' code runs: every ```python block of README.md and docs/*.md executes (in a
+temporary folder), and every dotted ``npusim.…`` name they mention resolves to a module or an
+attribute."""
 
 from __future__ import annotations
 
@@ -10,22 +11,31 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-NAMES = sorted(set(re.findall(r"`(npusim(?:\.[A-Za-z_]\w*)+)", README.read_text("utf-8"))))
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
+TEXTS = {p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8") for p in DOCS}
+BLOCKS = [
+    (name, i, code)
+    for name, text in TEXTS.items()
+    for i, code in enumerate(re.findall(r"```python\n(.*?)```", text, re.S))
+]
+NAMES = sorted(
+    {n for text in TEXTS.values() for n in re.findall(r"`(npusim(?:\.[A-Za-z_]\w*)+)", text)}
+)
 
 
 def test_readme_has_python_blocks() -> None:
-    assert len(BLOCKS) >= 2
+    assert sum(name == "README.md" for name, _, _ in BLOCKS) >= 2
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_python_block_runs(index: int, tmp_path: Path, monkeypatch) -> None:
-    code = BLOCKS[index]
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"{n}:{i + 1}" for n, i, _ in BLOCKS])
+def test_docs_python_block_runs(block: tuple[str, int, str], tmp_path: Path, monkeypatch) -> None:
+    name, index, code = block
     if "ngspice" in code and shutil.which("ngspice") is None:
-        pytest.skip("ngspice is not installed (the README block reads its operating point)")
+        pytest.skip("ngspice is not installed (the block reads its operating point)")
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, f"README.md python block {index + 1}", "exec"), {"__name__": "__readme__"})
+    exec(compile(code, f"{name} python block {index + 1}", "exec"), {"__name__": "__docs__"})
 
 
 @pytest.mark.parametrize("dotted", NAMES)
@@ -37,7 +47,7 @@ def test_readme_names_exist(dotted: str) -> None:
         except ModuleNotFoundError:
             continue
         for attr in parts[cut:]:
-            assert hasattr(obj, attr), f"README names {dotted}, but {attr!r} does not exist"
+            assert hasattr(obj, attr), f"the docs name {dotted}, but {attr!r} does not exist"
             obj = getattr(obj, attr)
         return
-    pytest.fail(f"README names {dotted}, which is not importable")
+    pytest.fail(f"the docs name {dotted}, which is not importable")

@@ -6,20 +6,24 @@ import math
 import pytest
 import torch
 
+from npusim.chip import load_chip
 from npusim.cost import (
     GPUS,
     PHONE_NPU,
     TERMS,
-    CostConstants,
+    PhysicalLimits,
     claims_check,
-    constants_from_spec,
+    constants_table,
     dissipated_power,
     floors,
     forward_flops,
+    npu_area,
     npu_cost,
+    phase_time,
     source_power,
     training_flops,
 )
+from npusim.cost.constants import adc_j, analog_mac_j, dac_j
 from npusim.runtime.ledger import Ledger
 
 F64 = torch.float64
@@ -112,56 +116,112 @@ def small_ledger(reps=1):
         led.relax("free", [8, 6, 3], 4, 10)
         led.relax("nudged+", [8, 6, 3], 4, 3)
         led.relax("nudged-", [8, 6, 3], 4, 3)
-        led.update([8, 6, 3], 4, 50)
+        led.update([8, 6, 3], 4, 50, reset_pulses=8)
     return led
 
 
+RRAM = load_chip("rram")
+
+
 def test_energy_is_linear_in_counts():
-    c = CostConstants()
+    c = RRAM
     one, three = npu_cost(small_ledger(1), c), npu_cost(small_ledger(3), c)
     for p in one.energy_j:
         for t in TERMS:
             assert three.energy_j[p][t] == pytest.approx(3 * one.energy_j[p][t], rel=1e-12)
     led = small_ledger(1)
     e = npu_cost(led, c).energy_j["free"]
-    assert e["array"] == pytest.approx(led.count("macs", "free") * c.analog_mac_j)
-    assert e["adc"] == pytest.approx(led.count("adc", "free") * c.adc_j)
-    assert e["dac"] == pytest.approx(led.count("dac", "free") * c.dac_j)
+    assert analog_mac_j(c) == pytest.approx(0.2**2 * 11e-6 * 1e-9)  # V_r² G_mid settle_tau
+    assert e["array"] == pytest.approx(led.count("macs", "free") * analog_mac_j(c))
+    assert e["read"] == pytest.approx(4 * (8 * 6 + 6 * 3) * c.energy.read_device)
+    assert e["adc"] == pytest.approx(led.count("adc", "free") * c.energy.adc_fom * 2**8)
+    assert e["dac"] == pytest.approx(led.count("dac", "free") * c.energy.dac_fom * 2**8)
+    amps = c.amplifier.per_array / c.array.cols
+    neurons = led.count("node_sweeps", "free") * c.timing.settle_tau * amps
+    assert e["neurons"] == pytest.approx(neurons * c.energy.amplifier_power)
     up = npu_cost(led, c).energy_j["update"]
-    assert up["programming"] == pytest.approx(50 * c.pulse_j)
-    assert up["digital"] == pytest.approx(led.count("digital_ops", "update") * c.digital_op_j)
-    double = c.replace(adc_walden_fom_j=2 * c.adc_walden_fom_j)
+    assert up["programming"] == pytest.approx(
+        42 * c.energy.program_pulse + 8 * c.energy.reset_pulse
+    )
+    assert up["digital"] == pytest.approx(led.count("digital_ops", "update") * c.energy.digital_mac)
+    assert up["fp32"] == pytest.approx(led.count("fp32_ops", "update") * c.energy.digital_fp32_op)
+    double = c.replace(**{"energy.adc_fom": 2 * c.energy.adc_fom})
     assert npu_cost(led, double).energy_j["free"]["adc"] == pytest.approx(2 * e["adc"])
+    dearer_reset = c.replace(**{"energy.reset_pulse": 3 * c.energy.reset_pulse})
+    assert npu_cost(led, dearer_reset).energy_j["update"]["programming"] == pytest.approx(
+        up["programming"] + 2 * 8 * c.energy.reset_pulse
+    )
+
+
+def test_ideal_converters_are_priced_at_eight_bits():
+    ideal = load_chip("ideal")
+    assert ideal.converters.adc_bits == 0
+    assert adc_j(ideal) == pytest.approx(ideal.energy.adc_fom * 256)
+    assert dac_j(ideal) == pytest.approx(ideal.energy.dac_fom * 256)
+    four = RRAM.replace(**{"converters.adc_bits": 4})
+    assert adc_j(four) == pytest.approx(RRAM.energy.adc_fom * 16)
+
+
+def test_no_chip_means_the_ideal_preset():
+    led = small_ledger(1)
+    assert npu_cost(led).energy_j == npu_cost(led, load_chip("ideal")).energy_j
+    assert npu_cost(led, "rram").energy_j == npu_cost(led, RRAM).energy_j
+
+
+def test_latency_reads_read_time_clock_and_lanes():
+    led = small_ledger(1)
+    t = RRAM.timing
+    settle = 4 * 10 * t.settle_tau
+    # one read-out per relaxation (4 samples) lasts read_time; ADC conversions at the clock
+    # (8 ADCs per column tile) are faster here
+    assert 4 * t.read_time > 4 * 6 / (8 * t.clock)
+    assert phase_time(led, "free", RRAM) == pytest.approx(settle + 4 * t.read_time)
+    slow_clock = RRAM.replace(**{"timing.clock": 1e3})  # conversions now set the pace
+    assert phase_time(led, "free", slow_clock) == pytest.approx(settle + 4 * 6 / (8 * 1e3))
+    ops = led.count("digital_ops", "update") + led.count("fp32_ops", "update")
+    prog = max(led.count("pulses", "update", k) * t.pulse_width / n for k, n in enumerate([6, 3]))
+    assert phase_time(led, "update", RRAM) == pytest.approx(
+        prog + ops / (t.digital_lanes * t.clock)
+    )
+
+
+def test_area_counts_every_placed_block():
+    sizes = [300, 200, 10]  # 3x2 + 2x1 = 8 arrays of 128x128
+    area = npu_area(sizes, RRAM)
+    e = RRAM.energy
+    assert area["arrays"] == pytest.approx(8 * e.array_area)
+    assert area["adc"] == pytest.approx(8 * RRAM.array.adcs_per_array * e.adc_area)
+    assert area["dac"] == pytest.approx(8 * 128 * e.dac_area)
+    assert area["neurons"] == pytest.approx(8 * RRAM.amplifier.per_array * e.amplifier_area)
+    assert area["digital"] == pytest.approx(e.digital_area)
 
 
 def test_circuit_power_replaces_per_mac_energy():
     led = small_ledger(1)
     led.add_circuit_power("free", torch.full((4,), 1e-6, dtype=F64))
-    c = CostConstants()
-    e = npu_cost(led, c).energy_j["free"]["array"]
-    assert e == pytest.approx(4 * 1e-6 * 10 * c.t_sweep_s)  # Σ P × sweeps × t_sweep
+    e = npu_cost(led, RRAM).energy_j["free"]["array"]
+    assert e == pytest.approx(4 * 1e-6 * 10 * RRAM.timing.settle_tau)  # Σ P × sweeps × t_sweep
 
 
-def test_every_constant_has_a_source():
-    for name, d in CostConstants().sources().items():
-        assert isinstance(d["source"], str) and d["source"].strip(), name
-        assert d["unit"] is not None, name
+def test_every_constant_has_a_unit_and_a_source():
+    for chip in ("ideal", "rram", "pcm", "ecram"):
+        table = constants_table(load_chip(chip))
+        for name, d in table.items():
+            assert isinstance(d["source"], str) and d["source"].strip(), name
+            assert "not cited" not in d["source"], (chip, name)
+            assert d["unit"] is not None, name
+        assert table["energy.reset_pulse"]["value"] == load_chip(chip).energy.reset_pulse
+        assert "temperature_k" in table and "analog_mac_j" in table
     for g in GPUS.values():
         for key in ("board_power_w", "dense_peak_flops", "utilisation", "mem_j_per_byte"):
             assert g.sources[key].strip()
     for key in ("int8_ops_per_j", "fp16_flops_per_j", "peak_int8_ops", "utilisation"):
         assert PHONE_NPU.sources[key].strip()
-    for term, (value, src) in floors(CostConstants()).items():
+    for term, (value, src) in floors(RRAM).items():
         assert value >= 0 and src.strip(), term
-
-
-def test_constants_from_chip_spec():
-    chip = pytest.importorskip("npusim.chip")
-    c = constants_from_spec(chip.ChipSpec())
-    assert c.pulse_j == chip.ChipSpec().energy.program_pulse
-    assert "chip preset" in c.sources()["pulse_j"]["source"]
-    with pytest.raises(ValueError, match="unknown cost constants"):
-        CostConstants().replace(bogus=1.0)
+    assert set(floors(RRAM)) == set(TERMS)
+    with pytest.raises(ValueError, match="unknown physical limits"):
+        PhysicalLimits().replace(bogus=1.0)
 
 
 def test_gpu_and_phone_baselines():
@@ -189,7 +249,7 @@ def test_measured_mode_explains_missing_nvml():
 
 
 def test_claims_check_arithmetic():
-    c = CostConstants()
+    c = RRAM
     out = claims_check({"array": 1.0, "adc": 0.5}, {"macs": 1.0, "adc": 1.0}, 10.0, 8.0, c)
     assert out["budget_j_per_sample"] == pytest.approx(1.25)
     assert out["terms"]["array"]["must_fall_by_alone"] == pytest.approx(1 / 0.75)
@@ -206,6 +266,5 @@ def test_inference_uses_the_free_phase_power():
     led = small_ledger(1)
     led.add_circuit_power("free", 2e-6, samples=1)
     led.relax("inference", [8, 6, 3], 10, 5)
-    c = CostConstants()
-    e = npu_cost(led, c).energy_j["inference"]["array"]
-    assert e == pytest.approx(2e-6 * 10 * 5 * c.t_sweep_s)
+    e = npu_cost(led, RRAM).energy_j["inference"]["array"]
+    assert e == pytest.approx(2e-6 * 10 * 5 * RRAM.timing.settle_tau)

@@ -25,12 +25,16 @@ def test_relax_counts_match_closed_form():
     assert led.layers["free"]["adc"] == [B * 7, B * 3]
     assert led.count("bytes_mem", "free") == B * 5
     assert led.count("samples", "free") == B and led.count("sweeps", "free") == B * S
+    # one read-out per relaxation: every cell conducts for one integration
+    assert led.layers["free"]["device_reads"] == [B * 5 * 7, B * 7 * 3]
     led.relax("nudged+", SIZES, B, 2)
     assert led.layers["nudged+"]["dac"] == [B * 5, B * 3]
-    assert led.count("digital_ops", "nudged+") == 2 * B * 3
+    assert led.count("fp32_ops", "nudged+") == 2 * B * 3  # output error and × beta
+    assert led.count("digital_ops", "nudged+") == 0
     assert led.count("samples", "nudged+") == 0  # a nudged phase re-uses the same samples
     led.relax("inference", SIZES, B, S)
     assert led.layers["inference"]["adc"] == [0, B * 3]
+    assert led.layers["inference"]["device_reads"] == [B * 5 * 7, B * 7 * 3]
     assert led.count("digital_ops", "inference") == B * 3
     assert led.training_samples == B and led.inference_samples == B
     assert led.mean_sweeps("free") == S
@@ -42,13 +46,16 @@ def test_convert_every_sweep_counts():
     assert led.layers["free"]["adc"] == [B * S * 7, B * S * 3]
     assert led.layers["free"]["dac"] == [B * S * 7 + B * 5, B * S * 3]
     assert led.count("bytes_tile", "free") == 2 * (led.count("adc") + led.count("dac"))
+    assert led.layers["free"]["device_reads"] == [B * S * 5 * 7, B * S * 7 * 3]
 
 
 def test_update_counts_and_pulses():
     led = Ledger()
     led.update(SIZES, B, 0)  # ideal device: one pulse-equivalent per parameter
     assert led.layers["update"]["pulses"] == params(SIZES)
-    assert led.layers["update"]["digital_ops"] == [p * (2 * B + 1) for p in params(SIZES)]
+    assert led.layers["update"]["digital_ops"] == [p * 2 * B for p in params(SIZES)]
+    assert led.layers["update"]["fp32_ops"] == params(SIZES)  # one scale-and-quantise each
+    assert led.count("reset_pulses") == 0
     led.update(SIZES, B, 1000)
     assert led.count("pulses") == sum(params(SIZES)) + 1000
     led.update(SIZES, B, [3, 4])
@@ -59,7 +66,31 @@ def test_update_counts_and_pulses():
     assert led.count("updates", "update") == 3
     outer = Ledger(update_mode="outer")
     outer.update(SIZES, B, 0)
-    assert outer.layers["update"]["digital_ops"] == [2 * B * (5 + 7), 2 * B * (7 + 3)]
+    assert outer.layers["update"]["fp32_ops"] == [2 * B * (5 + 7), 2 * B * (7 + 3)]
+    assert outer.count("digital_ops") == 0
+    resets = Ledger()
+    resets.update(SIZES, B, 100, reset_pulses=10)
+    assert resets.count("pulses") == 100 and resets.count("reset_pulses") == 10
+    resets.update(SIZES, B, [5, 6], reset_pulses=[1, 2])
+    assert (
+        resets.layers["update"]["reset_pulses"][1]
+        == 10 - 10 * params(SIZES)[0] // sum(params(SIZES)) + 2
+    )
+
+
+def test_a_ledger_saved_without_the_newer_counters_resumes():
+    led = Ledger()
+    led.relax("free", SIZES, B, S)
+    led.update(SIZES, B, 7)
+    old = led.to_dict()
+    for lay in old["layers"].values():
+        for c in ("reset_pulses", "fp32_ops", "device_reads"):
+            del lay[c]
+    del old["device_resets_seen"]
+    resumed = Ledger.from_dict(old)
+    resumed.relax("free", SIZES, B, S)
+    assert resumed.count("device_reads") == B * (5 * 7 + 7 * 3)
+    assert resumed.count("reset_pulses") == 0
 
 
 def test_persistence_continues_exactly_and_merge_adds():
@@ -111,6 +142,7 @@ def test_training_step_from_an_eqprop_estimate():
 
     class Synapses:
         total_pulses = 123
+        reset_pulses = 20
 
     led = Ledger(power_scale_w=2.0, power_samples=5, power_every=2)
     led.training_step(net, est, 5, x=x, synapses=Synapses())
@@ -118,14 +150,14 @@ def test_training_step_from_an_eqprop_estimate():
     ref.relax("free", net.sizes, 5, 7)
     ref.relax("nudged+", net.sizes, 5, 5)
     ref.relax("nudged-", net.sizes, 5, 5)
-    ref.update(net.sizes, 5, 123)
+    ref.update(net.sizes, 5, 123, reset_pulses=20)
     assert led.layers == ref.layers
     assert led.logical_sizes == [4, 6, 3] and led.sizes == [8, 6, 3]
     p_free = float(net.dissipated_power(x, est.phases["free"].state).sum())
     assert led.count("power_w_samples", "free") == pytest.approx(2.0 * p_free, rel=1e-5)
     assert led.count("power_measured", "free") == 5
     led.training_step(net, est, 5, x=x, synapses=Synapses())  # no new pulses since last step
-    assert led.count("pulses") == 123
+    assert led.count("pulses") == 123 and led.count("reset_pulses") == 20
     led.training_step(net, est, 5, x=x)  # ideal synapses: one pulse-equivalent per parameter
     assert led.count("pulses") == 123 + sum(params(net.sizes))
     assert led.count("power_measured", "free") == 10  # steps 0 and 2 of every 2

@@ -62,5 +62,20 @@ def test_report_command_on_a_run_folder(tmp_path):
     assert run_report(p.parse_args([str(tmp_path), "--target-ratio", "10000"])) == 0
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["chip"] == "rram" and data["claims"]["target_ratio"] == 10000
-    assert "chip preset rram" in data["constants"]["pulse_j"]["source"]
+    assert data["chip_spec"] == "rram"
+    assert data["constants"]["energy.program_pulse"]["source"].startswith("chip 'rram'")
     assert (tmp_path / "energy_breakdown.png").exists()
+
+
+def test_a_run_priced_with_no_chip_uses_the_ideal_preset():
+    from npusim.chip import load_chip
+    from npusim.cost import per_sample
+
+    led = dhn_ledger()
+    rep = build_report(led)
+    assert rep["chip_spec"] == "ideal"
+    ideal = per_sample(led, load_chip("ideal"))["train"]["energy_j"]
+    assert rep["systems"]["NPU EqProp"]["train"]["breakdown_j"] == ideal
+    assert rep["network"]["arrays"] == {"in_use": 7 * 8 + 8, "on_chip": 1024}
+    pcm = build_report(led, "pcm")["systems"]["NPU EqProp"]["train"]["energy_j"]
+    assert pcm != rep["systems"]["NPU EqProp"]["train"]["energy_j"]

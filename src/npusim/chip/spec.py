@@ -1,18 +1,26 @@
 """Typed description of a chip: crossbar arrays, synapse devices, periphery, timing, energy.
 
-Every numeric field carries its unit and allowed range in ``metadata`` so the
-TOML loader (:mod:`npusim.chip.load`) can validate a file and name the key in
-one clear error. Quantities are SI (S, V, A, s, J, W, m^2); "normalised" means
-dimensionless. Each section has a ``sources`` table: key -> citation.
+Every numeric field carries its unit and allowed range in ``metadata`` so
+:func:`spec_from_dict` can validate a table and name the key in one clear error
+(:mod:`npusim.chip.load` reads files and presets into it). Quantities are SI
+(S, V, A, s, J, W, m^2); "normalised" means dimensionless. Each section has a
+``sources`` table: key -> citation.
+
+Every field has a consumer (``tests/test_chip_live.py`` fails otherwise): the device
+section drives the device physics (:mod:`npusim.devices`), ``converters`` the DAC/ADC
+in the loop, ``amplifier.gain`` the DRN's read-out, ``array.tiles`` the capacity check
+(:mod:`npusim.chip.capacity`), and the rest the cost model (:mod:`npusim.cost.npu`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from npusim.chip.units import describe_range, to_si
 from npusim.core.errors import NpusimError
 
 
@@ -38,9 +46,10 @@ class ArraySpec:
     """Crossbar arrays and their tiling.
 
     rows, cols: devices per crossbar array (count). tiles: arrays available on
-    the chip (count). adcs_per_array: ADCs shared by the columns of one array
+    the chip (count): a network needing more is refused (:func:`npusim.chip.capacity.
+    check_fits`). adcs_per_array: ADCs shared by the columns of one array
     (column multiplexing). read_voltage (V): voltage that encodes a normalised
-    input of 1 on a row.
+    input of 1 on a row (and a normalised ADC reading of 1).
     """
 
     rows: int = _num(128, "", 1, 65536)
@@ -147,7 +156,12 @@ class ConverterSpec:
 class AmplifierSpec:
     """Column amplifiers (transimpedance + neuron nonlinearity).
 
-    gain (V/A): transimpedance gain. per_array: amplifiers per array (count).
+    gain (V/A): transimpedance gain of the read-out. The DHN's states are
+    normalised signals the ADC reads directly; the DRN's node voltages reach the
+    ADC through a g_max sense device and this gain (see
+    :meth:`npusim.circuits.resistive.DeepResistive.read_gains`).
+    per_array: amplifiers per array (count); the cost model places them all
+    (area) and biases ``per_array / cols`` of them per neuron while settling.
     """
 
     gain: float = _num(1e4, "V/A", 1e-3, 1e12)
@@ -158,13 +172,16 @@ class AmplifierSpec:
 @dataclass(frozen=True)
 class TimingSpec:
     """Timing. pulse_width (s): one programming pulse. settle_tau (s): RC time
-    constant of an array settling to equilibrium. read_time (s): one array read
-    (integration + conversion). clock (Hz): digital periphery clock."""
+    constant of an array settling to equilibrium (one settle step). read_time (s):
+    one array read cycle (integration + conversion). clock (Hz): digital periphery
+    and SAR ADC clock (one conversion per cycle). digital_lanes: operations the
+    digital periphery completes per clock cycle (count)."""
 
     pulse_width: float = _num(1e-8, "s", 1e-12, 1.0)
     settle_tau: float = _num(1e-9, "s", 1e-15, 1.0)
     read_time: float = _num(1e-7, "s", 1e-12, 1.0)
     clock: float = _num(1e9, "Hz", 1e3, 1e12)
+    digital_lanes: int = _num(1024, "", 1, 10**9)
     sources: dict[str, str] = _sources()
 
 
@@ -175,16 +192,19 @@ class EnergySpec:
     adc_fom (J per conversion step): Walden figure of merit; one b-bit ADC
     conversion costs ``adc_fom * 2**b`` (see :meth:`adc_energy`).
     dac_fom (J per conversion step): same for a DAC (:meth:`dac_energy`).
-    program_pulse (J): one potentiating/depressing programming pulse.
-    reset_pulse (J): one abrupt RESET pulse (one-sided devices, refresh).
-    read_device (J): reading one device once (V^2 G t at mid conductance).
+    program_pulse (J): one gradual potentiating/depressing programming pulse.
+    reset_pulse (J): one abrupt RESET pulse (one-sided devices re-programmed on
+    refresh; the ledger's ``reset_pulses``).
+    read_device (J): one device conducting through one read-out integration
+    (V^2 G t at mid conductance); paid per ledger ``device_reads``.
     amplifier_power (W): one column amplifier while active.
     sram_per_byte, dram_per_byte (J/B): on-chip SRAM / off-chip DRAM access.
-    digital_mac (J): one 8-bit integer multiply-accumulate at ``node``.
-    digital_fp32_op (J): one fp32 multiply or add at ``node``.
+    digital_mac (J): one 8-bit integer multiply-accumulate (ledger ``digital_ops``).
+    digital_fp32_op (J): one fp32 multiply or add (ledger ``fp32_ops``).
     static_power (W): leakage of one array with its periphery when powered.
     array_area (m^2): one crossbar array. adc_area, dac_area, amplifier_area
-    (m^2): one converter / amplifier. node (m): technology node of the above.
+    (m^2): one converter / amplifier. digital_area (m^2): the digital periphery
+    (update engine, buffers), once per chip.
     """
 
     adc_fom: float = _num(6e-15, "J", 0.0, 1e-9)
@@ -202,7 +222,7 @@ class EnergySpec:
     adc_area: float = _num(1.2e-9, "m2", 0.0, 1e-2)
     dac_area: float = _num(1.7e-13, "m2", 0.0, 1e-2)
     amplifier_area: float = _num(5e-11, "m2", 0.0, 1e-2)
-    node: float = _num(32e-9, "m", 1e-9, 1e-5)
+    digital_area: float = _num(1e-6, "m2", 0.0, 1.0)
     sources: dict[str, str] = _sources()
 
     def adc_energy(self, bits: int) -> float:
@@ -251,8 +271,6 @@ class ChipSpec:
 
         Values are validated like TOML values (units, types, ranges).
         """
-        from npusim.chip.load import spec_from_dict
-
         data = self.to_dict()
         for key, value in dotted.items():
             section, _, name = key.partition(".")
@@ -263,3 +281,88 @@ class ChipSpec:
             else:
                 data[section][name] = value
         return spec_from_dict(data, origin=f"{self.name} (modified)")
+
+
+TOP_KEYS = ("name", "description", *SECTIONS)
+Fail = Callable[[str], ChipSpecError]
+
+
+def spec_from_dict(data: dict[str, Any], origin: str = "chip") -> ChipSpec:
+    """Build a validated :class:`ChipSpec` from a nested dict (as parsed from TOML).
+
+    Any problem raises one :class:`ChipSpecError` whose message starts with ``origin``.
+    """
+
+    def fail(msg: str) -> ChipSpecError:
+        return ChipSpecError(f"{origin}: {msg}")
+
+    for key in data:
+        if key not in TOP_KEYS:
+            raise fail(f"unknown key '{key}'; allowed top-level keys: {', '.join(TOP_KEYS)}")
+    kwargs: dict[str, Any] = {}
+    for key in ("name", "description"):
+        if key in data:
+            if not isinstance(data[key], str):
+                raise fail(f"{key}: expected a string, got {type(data[key]).__name__}")
+            kwargs[key] = data[key]
+    for section, cls in SECTIONS.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise fail(f"{section}: expected a table [{section}], got {type(table).__name__}")
+        kwargs[section] = _build_section(section, cls, table, fail)
+    spec = ChipSpec(**kwargs)
+    _cross_checks(spec, fail)
+    return spec
+
+
+def _build_section(section: str, cls: type, table: dict[str, Any], fail: Fail) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        if key not in fields:
+            allowed = ", ".join(n for n in fields)
+            raise fail(f"{section}.{key}: unknown key; allowed keys in [{section}]: {allowed}")
+        values[key] = _coerce(f"{section}.{key}", fields[key], raw, fields, fail)
+    return cls(**values)
+
+
+def _coerce(key: str, f: dataclasses.Field, raw: Any, fields: dict, fail: Fail) -> Any:
+    meta = f.metadata
+    if meta.get("sources"):
+        if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+            raise fail(f'{key}: expected a table of key = "citation" strings')
+        for name in raw:
+            if name not in fields or name == "sources":
+                raise fail(f"{key}.{name}: source given for an unknown key")
+        return dict(raw)
+    if "choices" in meta:
+        if raw not in meta["choices"]:
+            raise fail(f"{key} = {raw!r}: allowed values are {', '.join(meta['choices'])}")
+        return raw
+    if f.type in ("bool", bool):
+        if not isinstance(raw, bool):
+            raise fail(f"{key}: expected true or false, got {type(raw).__name__} {raw!r}")
+        return raw
+    unit, (lo, hi) = meta["unit"], meta["range"]
+    is_int = f.type in ("int", int)
+    allowed = describe_range(key, lo, hi, unit, is_int)
+    value = to_si(key, raw, unit, allowed, fail)
+    if is_int:
+        if isinstance(value, float) and not (value.is_integer() or math.isinf(value)):
+            raise fail(f"{key} = {raw!r}: expected an integer; allowed {allowed}")
+        value = int(value) if math.isfinite(value) else value
+    if math.isnan(value) or not (lo <= value <= hi):
+        raise fail(f"{key} = {raw!r} is out of range; allowed {allowed}")
+    return value
+
+
+def _cross_checks(spec: ChipSpec, fail: Fail) -> None:
+    d, c = spec.device, spec.converters
+    if not d.g_min < d.g_max:
+        raise fail(f"device.g_min = {d.g_min:g} S must be below device.g_max = {d.g_max:g} S")
+    if d.stuck_min_fraction + d.stuck_max_fraction > 1.0:
+        raise fail("device.stuck_min_fraction + device.stuck_max_fraction must be <= 1")
+    if not c.dac_lo < c.dac_hi:
+        raise fail("converters.dac_lo must be below converters.dac_hi")
+    if not c.adc_lo < c.adc_hi:
+        raise fail("converters.adc_lo must be below converters.adc_hi")

@@ -1,4 +1,4 @@
-"""npusim.cost: energy (J), time (s) and area (m²) from a Ledger and sourced constants;
+"""npusim.cost: energy (J), time (s) and area (m²) from a Ledger and a chip's ``ChipSpec``;
 GPU and phone-NPU baselines on the same work; the claims check."""
 
 from npusim.cost.baselines import (
@@ -14,8 +14,8 @@ from npusim.cost.baselines import (
     training_flops,
 )
 from npusim.cost.claims import claims_check, floors
-from npusim.cost.constants import CostConstants, constants_from_spec
-from npusim.cost.npu import TERMS, NpuCost, npu_area, npu_cost, per_sample
+from npusim.cost.constants import PhysicalLimits, constants_table, cost_spec
+from npusim.cost.npu import TERMS, NpuCost, npu_area, npu_cost, per_sample, phase_time
 from npusim.cost.physics import dissipated_power, source_power
 
 __all__ = [
@@ -24,12 +24,13 @@ __all__ = [
     "H100_SXM",
     "PHONE_NPU",
     "TERMS",
-    "CostConstants",
     "GpuPreset",
     "NpuCost",
     "PhoneNpuPreset",
+    "PhysicalLimits",
     "claims_check",
-    "constants_from_spec",
+    "constants_table",
+    "cost_spec",
     "dissipated_power",
     "floors",
     "forward_flops",
@@ -38,6 +39,7 @@ __all__ = [
     "npu_area",
     "npu_cost",
     "per_sample",
+    "phase_time",
     "source_power",
     "training_flops",
 ]

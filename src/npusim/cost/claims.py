@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 
-from npusim.cost.constants import K_B, CostConstants
+from npusim.chip import ChipSpec
+from npusim.cost.constants import K_B, PhysicalLimits, adc_bits, cost_spec, dac_bits
 
 LANDAUER = "Landauer, IBM J. Res. Dev. 1961: kT ln 2 per irreversible bit operation"
 THERMAL_MAC = (
@@ -22,11 +23,13 @@ ADC_BEST = "best published ADCs, Murmann ADC survey 1997-2024 (Walden and Schrei
 # Which ledger event each energy term is paid per.
 EVENT_OF_TERM: dict[str, str | None] = {
     "array": "macs",
+    "read": "device_reads",
     "neurons": "node_sweeps",
     "dac": "dac",
     "adc": "adc",
     "programming": "pulses",
     "digital": "digital_ops",
+    "fp32": "fp32_ops",
     "sram": "bytes_tile",
     "dram": "bytes_mem",
     "static": None,
@@ -38,19 +41,25 @@ def snr(bits: int) -> float:
     return 10 ** ((6.02 * bits + 1.76) / 10)
 
 
-def floors(c: CostConstants) -> dict[str, tuple[float, str]]:
-    """Physical floor (J per event) of each term, with its source."""
-    kt = K_B * c.temperature_k
-    adc_walden = c.best_walden_fom_j * 2**c.adc_bits
-    sndr_db = 6.02 * c.adc_bits + 1.76
-    adc_schreier = 0.5 * 10 ** ((sndr_db - c.best_schreier_fom_db) / 10)
+def floors(
+    spec: ChipSpec | str | None = None, limits: PhysicalLimits | None = None
+) -> dict[str, tuple[float, str]]:
+    """Physical floor (J per event) of each term of a chip (None: ``ideal``), with its source."""
+    spec, lim = cost_spec(spec), limits or PhysicalLimits()
+    a_bits, d_bits = adc_bits(spec), dac_bits(spec)
+    kt = K_B * lim.temperature_k
+    adc_walden = lim.best_walden_fom_j * 2**a_bits
+    sndr_db = 6.02 * a_bits + 1.76
+    adc_schreier = 0.5 * 10 ** ((sndr_db - lim.best_schreier_fom_db) / 10)
     return {
-        "array": (kt * snr(c.adc_bits), THERMAL_MAC),
-        "neurons": (kt * snr(c.adc_bits), THERMAL_MAC),
-        "dac": (kt * snr(c.dac_bits), THERMAL_MAC),
+        "array": (kt * snr(a_bits), THERMAL_MAC),
+        "read": (kt * snr(a_bits), THERMAL_MAC),
+        "neurons": (kt * snr(a_bits), THERMAL_MAC),
+        "dac": (kt * snr(d_bits), THERMAL_MAC),
         "adc": (max(adc_walden, adc_schreier), ADC_BEST),
         "programming": (kt * math.log(2), LANDAUER + " (one bit of state per pulse)"),
         "digital": (kt * math.log(2), LANDAUER),
+        "fp32": (32 * kt * math.log(2), LANDAUER + " (32 result bits per operation)"),
         "sram": (8 * kt * math.log(2), LANDAUER + " (8 bits per byte)"),
         "dram": (8 * kt * math.log(2), LANDAUER + " (8 bits per byte)"),
         "static": (0.0, "leakage can be power-gated to zero"),
@@ -62,20 +71,21 @@ def claims_check(
     npu_events: dict[str, float],
     gpu_j: float,
     target_ratio: float,
-    c: CostConstants | None = None,
+    spec: ChipSpec | str | None = None,
+    limits: PhysicalLimits | None = None,
 ) -> dict:
     """Per term: factor it must fall by alone, energy per event needed under a uniform
     reduction, the physical floor per event, and a verdict.
 
     ``npu_terms_j``: NPU energy per training sample by term (J); ``npu_events``: ledger events
-    per training sample; ``gpu_j``: the GPU's energy per training sample (J).
+    per training sample; ``gpu_j``: the GPU's energy per training sample (J); ``spec``: the
+    chip (its converter resolutions set the floors; None: ``ideal``).
     """
     if not target_ratio > 0:
         raise ValueError(f"target ratio must be > 0, got {target_ratio}")
-    c = c or CostConstants()
     total = sum(npu_terms_j.values())
     budget = gpu_j / target_ratio
-    fl = floors(c)
+    fl = floors(spec, limits)
     uniform = total / budget if budget > 0 else math.inf
     rows = {}
     floor_total = 0.0

@@ -1,105 +1,46 @@
-"""Cost constants of the analog NPU, each with its unit and its source next to it.
+"""What the cost model knows beyond the chip: physical limits, and how it reads a ``ChipSpec``.
 
-Digital energies are Horowitz's 45 nm / 0.9 V figures scaled to 22 nm / 0.8 V by first-order
-C·V² scaling with capacitance ∝ feature size (see :func:`node_scale`). A ``ChipSpec`` supplies
-its own values and citations through :func:`constants_from_spec`.
+Every constant of the chip itself (energies per event, areas, times, geometry) lives in its
+:class:`npusim.chip.ChipSpec`, cited in its preset (``chip/presets/*.toml``); the cost model
+reads the spec directly (:mod:`npusim.cost.npu`). What stays here is not a chip property:
+
+* :class:`PhysicalLimits`: the temperature and the best published ADCs, for the claims check;
+* :data:`IDEAL_CONVERTER_BITS`: the resolution at which an ideal (0-bit) converter is priced,
+  since a physical chip still needs converters;
+* per-event quantities derived from the spec (:func:`analog_mac_j`, :func:`adc_j`, ...) with
+  their formulas, and :func:`constants_table`, every value with unit and source for
+  ``report.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
+from typing import Any
+
+from npusim.chip import ChipSpec, load_chip
+from npusim.chip.spec import SECTIONS
 
 K_B = 1.380649e-23  # J/K, Boltzmann constant (SI 2019 exact definition)
 
-HOROWITZ = "Horowitz, 'Computing's energy problem', ISSCC 2014, energy table (45 nm, 0.9 V)"
-NEUROSIM = (
-    "NeuroSim MLP_NeuroSim_V3.0 Cell.cpp RealDevice defaults (Chen, Peng, Yu, "
-    "IEEE TCAD 2018; Ag:a-Si synapse)"
-)
 ISAAC = "Shafiee et al., 'ISAAC', ISCA 2016, Table 6 (32 nm, 128x128 crossbar, 100 ns cycle)"
-ASSUMED = "stated assumption of this model (order of magnitude); override in the chip preset"
+IDEAL_CONVERTER_BITS = 8  # bit
+IDEAL_CONVERTER_SOURCE = (
+    ISAAC + ": 8-bit ADCs and 8-bit (bit-serial) inputs; an ideal (0-bit) converter of a chip "
+    "spec is priced at this resolution"
+)
+DEFAULT_CHIP = "ideal"  # preset that prices a ledger when no chip is named
 
 
-def const(value: float, unit: str, source: str):
+def const(value: float, unit: str, source: str) -> Any:
     """A dataclass field holding a default ``value`` with its ``unit`` and ``source``."""
     return field(default=value, metadata={"unit": unit, "source": source})
 
 
-# NeuroSim V3.0 RealDevice defaults, used to derive per-event array energies below.
-_NS_VREAD, _NS_VWRITE, _NS_TREAD, _NS_TWRITE = 0.5, 2.0, 5e-9, 8e-8  # V, V, s, s
-_NS_GMID = 0.5 * (1e-5 + 4.76e-7)  # S, mid of maxConductance / minConductance
-
-
-def node_scale(from_nm: float, from_v: float, to_nm: float, to_v: float) -> float:
-    """First-order CMOS energy scaling E ∝ C·V², C ∝ feature size (Dennard; cf. Stillmaker &
-    Baas, Integration 2017, for measured factors, which scale less well below 22 nm)."""
-    return (to_nm / from_nm) * (to_v / from_v) ** 2
-
-
-_SCALE = node_scale(45.0, 0.9, 22.0, 0.8)  # Horowitz 45 nm/0.9 V -> 22 nm/0.8 V = 0.386
-_SCALED = f"{HOROWITZ}, x{_SCALE:.3f} to 22 nm/0.8 V (E ∝ L·V²)"
-
-
 @dataclass(frozen=True)
-class CostConstants:
-    """Everything the NPU cost model needs (SI units; areas m², energies J, times s)."""
+class PhysicalLimits:
+    """Physical limits the claims check compares the chip with (not chip properties)."""
 
-    # ---- technology and geometry ----
-    node_nm: float = const(
-        22.0, "nm", "design point: 22 nm CMOS with embedded 1T1R RRAM (Jain et al., ISSCC 2019)"
-    )
-    array_rows: int = const(128, "cells", ISAAC)
-    array_cols: int = const(128, "cells", ISAAC)
-    array_area_m2: float = const(
-        128 * 128 * 16 * (22e-9) ** 2, "m^2", NEUROSIM + ": 1T1R cell 4F x 4F, F = 22 nm"
-    )
-    # ---- memristor arrays: reads while settling, programming pulses ----
-    analog_mac_j: float = const(
-        _NS_VREAD**2 * _NS_GMID * _NS_TREAD,
-        "J",
-        NEUROSIM + ": V_read^2 G_mid t_read = (0.5 V)^2 x 5.2 uS x 5 ns per cell and settle step",
-    )
-    pulse_j: float = const(
-        _NS_VWRITE**2 * _NS_GMID * _NS_TWRITE,
-        "J",
-        NEUROSIM + ": V_w^2 G_mid t_pulse = (2 V)^2 x 5.2 uS x 80 ns (its write-energy model)",
-    )
-    t_sweep_s: float = const(_NS_TREAD, "s", NEUROSIM + ": readPulseWidth, one settle step")
-    write_pulse_s: float = const(_NS_TWRITE, "s", NEUROSIM + ": writePulseWidth")
-    # ---- converters ----
-    adc_bits: int = const(8, "bit", ISAAC + ": 8-bit SAR ADC")
-    adc_walden_fom_j: float = const(
-        6.1e-15,
-        "J/conv-step",
-        ISAAC + ": 2 mW at 1.28 GS/s, 8 b (Kull et al., ISSCC 2013) = P/(2^B fs), "
-        "Walden FoM as tabulated in the Murmann ADC survey",
-    )
-    adc_rate_hz: float = const(1.28e9, "S/s", ISAAC)
-    adc_area_m2: float = const(1.2e-9, "m^2", ISAAC + ": 0.0012 mm^2 per ADC")
-    cols_per_adc: int = const(128, "columns", ISAAC + ": one ADC per 128-column crossbar")
-    dac_bits: int = const(8, "bit", ISAAC + ": 8-bit inputs streamed bit-serially")
-    dac_j: float = const(
-        8 * 3.9e-13, "J", ISAAC + ": 1024 1-bit DACs draw 4 mW per 100 ns cycle; x 8 bits"
-    )
-    dac_area_m2: float = const(1.66e-13, "m^2", ISAAC + ": 0.00017 mm^2 per 1024 1-bit DACs")
-    # ---- neurons (amplifiers / nonlinear elements at each node) ----
-    amp_power_w: float = const(10e-6, "W", ASSUMED + ": 10 uW low-power OTA per neuron")
-    amp_area_m2: float = const(1e-11, "m^2", ASSUMED + ": 10 um^2 per neuron")
-    # ---- digital periphery, memory ----
-    digital_op_j: float = const(
-        0.3e-12 * _SCALE, "J", _SCALED + ": 8b multiply 0.2 pJ + 32b add 0.1 pJ"
-    )
-    sram_byte_j: float = const(1.25e-12 * _SCALE, "J/B", _SCALED + ": 8 KB SRAM, 10 pJ/64 b")
-    dram_byte_j: float = const(
-        1.625e-10, "J/B", HOROWITZ + ": DRAM 1.3 nJ per 64 b (off-chip, not scaled)"
-    )
-    digital_macs_per_s: float = const(1e12, "MAC/s", ASSUMED + ": 1024 MAC units at 1 GHz")
-    digital_area_m2: float = const(1e-6, "m^2", ASSUMED + ": 1 mm^2 update engine + buffers")
-    static_w_per_array: float = const(
-        1e-4, "W", ASSUMED + ": 0.1 mW leakage per array with its periphery"
-    )
-    # ---- physical limits used by the claims check ----
     temperature_k: float = const(300.0, "K", "room temperature operating point")
     best_walden_fom_j: float = const(
         1e-15, "J/conv-step", "Murmann ADC survey 1997-2024: lowest Walden FoM band ~1 fJ"
@@ -108,107 +49,79 @@ class CostConstants:
         185.0, "dB", "Murmann ADC survey 1997-2024: Schreier FoM (SNDR) envelope ~185 dB"
     )
 
-    spec_sources: dict = field(default_factory=dict, compare=False, repr=False)
-
-    # ---- derived quantities ----
-    @property
-    def adc_j(self) -> float:
-        """Energy (J) per ADC conversion: Walden FoM × 2^bits."""
-        return self.adc_walden_fom_j * 2**self.adc_bits
-
     def sources(self) -> dict[str, dict[str, object]]:
-        """``{field: {value, unit, source}}`` for every constant (goes into report.json)."""
-        over = self.spec_sources
+        """``{field: {value, unit, source}}`` for every limit."""
         return {
             f.name: {
                 "value": getattr(self, f.name),
                 "unit": f.metadata["unit"],
-                "source": over.get(f.name) or f.metadata["source"],
+                "source": f.metadata["source"],
             }
             for f in fields(self)
-            if f.name != "spec_sources"
         }
 
-    def replace(self, **changes) -> CostConstants:
+    def replace(self, **changes: float) -> PhysicalLimits:
         """Copy with fields changed; unknown names are an error naming them."""
         names = {f.name for f in fields(self)}
         bad = sorted(set(changes) - names)
         if bad:
-            raise ValueError(f"unknown cost constants {bad}; known: {sorted(names)}")
+            raise ValueError(f"unknown physical limits {bad}; known: {sorted(names)}")
         return dataclasses.replace(self, **changes)
 
 
-# cost field <- (ChipSpec section, field, conversion to the cost field's unit)
-_SPEC_MAP: dict[str, tuple[str, str, float]] = {
-    "node_nm": ("energy", "node", 1e9),
-    "array_rows": ("array", "rows", 1),
-    "array_cols": ("array", "cols", 1),
-    "array_area_m2": ("energy", "array_area", 1),
-    "pulse_j": ("energy", "program_pulse", 1),
-    "t_sweep_s": ("timing", "settle_tau", 1),
-    "write_pulse_s": ("timing", "pulse_width", 1),
-    "adc_walden_fom_j": ("energy", "adc_fom", 1),
-    "adc_area_m2": ("energy", "adc_area", 1),
-    "dac_area_m2": ("energy", "dac_area", 1),
-    "amp_power_w": ("energy", "amplifier_power", 1),
-    "amp_area_m2": ("energy", "amplifier_area", 1),
-    "digital_op_j": ("energy", "digital_mac", 1),
-    "sram_byte_j": ("energy", "sram_per_byte", 1),
-    "dram_byte_j": ("energy", "dram_per_byte", 1),
-    "static_w_per_array": ("energy", "static_power", 1),
-}
+# ---- the chip, as the cost model prices it ------------------------------------------------
+def cost_spec(chip: str | ChipSpec | None) -> ChipSpec:
+    """The spec that prices a ledger: a ``ChipSpec``, a preset name or TOML path, or (None or
+    empty) the ``ideal`` preset."""
+    if isinstance(chip, ChipSpec):
+        return chip
+    return load_chip(chip or DEFAULT_CHIP)
 
 
-def constants_from_spec(spec=None, **overrides) -> CostConstants:
-    """Cost constants of a ``ChipSpec`` (its ``energy``, ``array``, ``timing``, ``converters``
-    sections; its ``sources`` tables become the sources), then ``overrides`` by field name.
-    Without a spec, the defaults above. Ideal (0-bit) converters are costed at the default
-    bits: the physical chip still needs converters."""
-    c = CostConstants()
-    changes: dict[str, object] = {}
-    cited: dict[str, str] = {}
-    if spec is not None:
-        for name, (section, key, scale) in _SPEC_MAP.items():
-            sec = getattr(spec, section, None)
-            if sec is None or not hasattr(sec, key):
-                continue
-            value = getattr(sec, key)
-            changes[name] = type(getattr(c, name))(value * scale)
-            src = (getattr(sec, "sources", None) or {}).get(key)
-            cited[name] = f"chip preset {getattr(spec, 'name', '?')} [{section}.{key}]" + (
-                f": {src}" if src else ""
-            )
-        conv, arr, energy = (getattr(spec, s, None) for s in ("converters", "array", "energy"))
-        if conv is not None and conv.adc_bits > 0:
-            changes["adc_bits"] = int(conv.adc_bits)
-        if conv is not None and conv.dac_bits > 0:
-            changes["dac_bits"] = int(conv.dac_bits)
-        if arr is not None:
-            changes["cols_per_adc"] = -(-int(arr.cols) // int(arr.adcs_per_array))
-        dev, timing = getattr(spec, "device", None), getattr(spec, "timing", None)
-        if arr is not None and dev is not None and timing is not None:
-            g_mid = 0.5 * (dev.g_min + dev.g_max)
-            changes["analog_mac_j"] = arr.read_voltage**2 * g_mid * timing.settle_tau
-            cited["analog_mac_j"] = (
-                f"chip preset {getattr(spec, 'name', '?')}: [array.read_voltage]^2 x "
-                "mid([device.g_min], [device.g_max]) x [timing.settle_tau], one cell conducting "
-                "for one settle step (energy.read_device prices a full read cycle instead)"
-            )
-        if energy is not None and hasattr(energy, "dac_energy"):
-            changes["dac_j"] = float(energy.dac_energy(int(changes.get("dac_bits", c.dac_bits))))
-            cited["dac_j"] = f"chip preset {getattr(spec, 'name', '?')} [energy.dac_fom x 2^bits]"
-    changes.update(overrides)
-    out = c.replace(**changes)
-    return dataclasses.replace(out, spec_sources={**cited})
+def chip_constants(chip: str | None) -> ChipSpec:
+    """Alias of :func:`cost_spec` (the name ``report.command`` imports)."""
+    return cost_spec(chip)
 
 
-def chip_constants(chip: str | None) -> CostConstants:
-    """Cost constants of a chip preset name or TOML path (None: the cost model's defaults)."""
-    if not chip:
-        return CostConstants()
-    from npusim.chip import load_chip
+def adc_bits(spec: ChipSpec) -> int:
+    """Bits an ADC conversion is priced at (an ideal 0-bit ADC: :data:`IDEAL_CONVERTER_BITS`)."""
+    return spec.converters.adc_bits or IDEAL_CONVERTER_BITS
 
-    return constants_from_spec(load_chip(chip))
+
+def dac_bits(spec: ChipSpec) -> int:
+    """Bits a DAC conversion is priced at (an ideal 0-bit DAC: :data:`IDEAL_CONVERTER_BITS`)."""
+    return spec.converters.dac_bits or IDEAL_CONVERTER_BITS
+
+
+def adc_j(spec: ChipSpec) -> float:
+    """Energy (J) of one ADC conversion: ``energy.adc_fom · 2^bits``."""
+    return spec.energy.adc_energy(adc_bits(spec))
+
+
+def dac_j(spec: ChipSpec) -> float:
+    """Energy (J) of one DAC conversion: ``energy.dac_fom · 2^bits``."""
+    return spec.energy.dac_energy(dac_bits(spec))
+
+
+def g_mid(spec: ChipSpec) -> float:
+    """Mid-window conductance (S), ``(device.g_min + device.g_max) / 2``."""
+    return 0.5 * (spec.device.g_min + spec.device.g_max)
+
+
+def analog_mac_j(spec: ChipSpec) -> float:
+    """Energy (J) of one array cell conducting for one settle step:
+    ``array.read_voltage² · G_mid · timing.settle_tau``."""
+    return spec.array.read_voltage**2 * g_mid(spec) * spec.timing.settle_tau
+
+
+def amplifiers_per_column(spec: ChipSpec) -> float:
+    """Amplifiers biased per neuron (array column): ``amplifier.per_array / array.cols``."""
+    return spec.amplifier.per_array / spec.array.cols
+
+
+def digital_ops_per_s(spec: ChipSpec) -> float:
+    """Throughput (op/s) of the digital periphery: ``timing.digital_lanes · timing.clock``."""
+    return spec.timing.digital_lanes * spec.timing.clock
 
 
 def drn_power_scale_w(chip: str | None, input_gain: float) -> float | None:
@@ -217,7 +130,57 @@ def drn_power_scale_w(chip: str | None, input_gain: float) -> float | None:
     ``array.read_voltage`` (V). None without a chip."""
     if not chip:
         return None
-    from npusim.chip import load_chip
-
     spec = load_chip(chip)
     return spec.device.g_max * (spec.array.read_voltage / input_gain) ** 2
+
+
+# ---- report.json: every value with unit and source ----------------------------------------
+# ChipSpec fields the cost model prices with (the device physics fields act in devices/).
+COST_FIELDS: dict[str, tuple[str, ...]] = {
+    "array": ("rows", "cols", "tiles", "adcs_per_array", "read_voltage"),
+    "device": ("g_min", "g_max"),
+    "converters": ("adc_bits", "dac_bits"),
+    "amplifier": ("gain", "per_array"),
+    "timing": tuple(f.name for f in fields(SECTIONS["timing"]) if f.name != "sources"),
+    "energy": tuple(f.name for f in fields(SECTIONS["energy"]) if f.name != "sources"),
+}
+
+
+def constants_table(
+    spec: ChipSpec, limits: PhysicalLimits | None = None
+) -> dict[str, dict[str, object]]:
+    """``{name: {value, unit, source}}``: the chip fields the cost model reads (``section.key``,
+    cited by the chip's ``sources``), the per-event quantities derived from them (with their
+    formula) and the physical limits of the claims check."""
+    limits = limits or PhysicalLimits()
+    out: dict[str, dict[str, object]] = {}
+    chip = f"chip '{spec.name}'"
+    for section, names in COST_FIELDS.items():
+        sec = getattr(spec, section)
+        meta = {f.name: f.metadata for f in fields(sec)}
+        for name in names:
+            cited = sec.sources.get(name)
+            out[f"{section}.{name}"] = {
+                "value": getattr(sec, name),
+                "unit": meta[name]["unit"] or "1",
+                "source": f"{chip} [{section}.{name}]: {cited}"
+                if cited
+                else f"{chip}: npusim default of [{section}.{name}] (not cited by the chip)",
+            }
+    derived = {
+        "analog_mac_j": (analog_mac_j(spec), "J", "read_voltage^2 x G_mid x settle_tau"),
+        "adc_j": (adc_j(spec), "J", f"adc_fom x 2^{adc_bits(spec)}"),
+        "dac_j": (dac_j(spec), "J", f"dac_fom x 2^{dac_bits(spec)}"),
+        "amplifiers_per_column": (amplifiers_per_column(spec), "1", "per_array / cols"),
+        "digital_ops_per_s": (digital_ops_per_s(spec), "op/s", "digital_lanes x clock"),
+        "adc_rate_hz": (spec.timing.clock, "S/s", "one SAR conversion per clock cycle"),
+    }
+    for name, (value, unit, formula) in derived.items():
+        out[name] = {"value": value, "unit": unit, "source": f"derived from {chip}: {formula}"}
+    out["ideal_converter_bits"] = {
+        "value": IDEAL_CONVERTER_BITS,
+        "unit": "bit",
+        "source": IDEAL_CONVERTER_SOURCE,
+    }
+    out.update(limits.sources())
+    return out

@@ -1,34 +1,55 @@
-"""Energy (J), time (s) and area (m²) of the analog NPU: a pure function of (ledger, constants).
+"""Energy (J), time (s) and area (m²) of the analog NPU: a pure function of (ledger, chip spec).
 
-Terms of the energy breakdown:
+Every price is read from the :class:`~npusim.chip.ChipSpec` (section.key below); terms of the
+energy breakdown:
 
 * ``array``: the resistive arrays conducting while the circuit settles. If the simulation
   recorded its steady-state dissipated power (Σ G·ΔV², W) this is power × settle time;
-  otherwise analog MACs × V_r²·G_mid·t_sweep.
-* ``neurons``: node amplifiers biased during each settle step (node-sweeps × t × P_amp).
-* ``dac`` / ``adc``: conversions × energy per conversion.
-* ``programming``: pulses × V_w²·G_mid·t_pulse.
-* ``digital``: periphery MACs/ops (EqProp update, nudges, argmax).
+  otherwise analog MACs × ``array.read_voltage``²·G_mid·``timing.settle_tau``.
+* ``read``: every cell conducting through one read-out integration (``device_reads`` ×
+  ``energy.read_device``): the network held at equilibrium while the ADCs sample it.
+* ``neurons``: node amplifiers biased during each settle step: node-sweeps × settle step ×
+  ``energy.amplifier_power`` × ``amplifier.per_array / array.cols`` amplifiers per column.
+* ``dac`` / ``adc``: conversions × ``energy.dac_fom`` / ``energy.adc_fom`` × 2^bits.
+* ``programming``: gradual pulses × ``energy.program_pulse`` + abrupt RESETs ×
+  ``energy.reset_pulse``.
+* ``digital``: 8-bit periphery operations × ``energy.digital_mac`` (outer-product MACs, argmax).
+* ``fp32``: real-valued periphery operations × ``energy.digital_fp32_op`` (nudges, the
+  update's scale-and-quantise).
 * ``sram`` / ``dram``: bytes moved on chip between arrays and tile buffers / fetched off chip.
-* ``static``: leakage per array (with its periphery) × arrays × run time.
+* ``static``: ``energy.static_power`` per array in use × arrays × run time.
+
+Area: arrays in use (``energy.array_area``), their ADCs (``array.adcs_per_array``), DACs (one
+per row), amplifiers (``amplifier.per_array``) and the digital periphery (``energy.digital_area``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from npusim.core.phases import TRAIN_PHASES
-from npusim.cost.constants import CostConstants
+from npusim.chip import ChipSpec
+from npusim.core.phases import TRAIN_PHASES, Phase
+from npusim.cost.constants import (
+    adc_j,
+    amplifiers_per_column,
+    analog_mac_j,
+    cost_spec,
+    dac_j,
+    digital_ops_per_s,
+)
 from npusim.runtime.ledger import Ledger
 
 TERMS: tuple[str, ...] = (
     "array",
+    "read",
     "neurons",
     "dac",
     "adc",
     "programming",
     "digital",
+    "fp32",
     "sram",
     "dram",
     "static",
@@ -44,7 +65,7 @@ class NpuCost:
     area_m2: dict[str, float]
     events: dict[str, dict[str, float]]
 
-    def phase_energy(self, phases) -> dict[str, float]:
+    def phase_energy(self, phases: Iterable[str]) -> dict[str, float]:
         """Energy (J) per term summed over ``phases``."""
         out = dict.fromkeys(TERMS, 0.0)
         for p in phases:
@@ -61,78 +82,101 @@ class NpuCost:
         return sum(self.area_m2.values())
 
 
-def tiles(sizes: list[int], c: CostConstants) -> list[tuple[int, int]]:
-    """(row tiles, column tiles) of each weight matrix on ``array_rows × array_cols`` arrays."""
+def tiles(sizes: list[int], spec: ChipSpec) -> list[tuple[int, int]]:
+    """(row tiles, column tiles) of each weight matrix on ``array.rows × array.cols`` arrays."""
+    r, c = spec.array.rows, spec.array.cols
     return [
-        (math.ceil(a / c.array_rows), math.ceil(b / c.array_cols))
-        for a, b in zip(sizes[:-1], sizes[1:], strict=False)
+        (math.ceil(a / r), math.ceil(b / c)) for a, b in zip(sizes[:-1], sizes[1:], strict=False)
     ]
 
 
-def npu_area(sizes: list[int], c: CostConstants) -> dict[str, float]:
+def arrays_in_use(sizes: list[int], spec: ChipSpec) -> int:
+    """Arrays holding the network's weight matrices (one per tile)."""
+    return sum(r * q for r, q in tiles(sizes, spec))
+
+
+def npu_area(sizes: list[int], spec: ChipSpec | None = None) -> dict[str, float]:
     """Area (m²) per block for a chip holding the whole network at once."""
-    tl = tiles(sizes, c)
-    arrays = sum(r * q for r, q in tl)
-    adcs = arrays * math.ceil(c.array_cols / c.cols_per_adc)
+    spec = cost_spec(spec)
+    arrays, e = arrays_in_use(sizes, spec), spec.energy
     return {
-        "arrays": arrays * c.array_area_m2,
-        "adc": adcs * c.adc_area_m2,
-        "dac": arrays * c.array_rows * c.dac_area_m2,
-        "neurons": sum(sizes[1:]) * c.amp_area_m2,
-        "digital": c.digital_area_m2,
+        "arrays": arrays * e.array_area,
+        "adc": arrays * spec.array.adcs_per_array * e.adc_area,
+        "dac": arrays * spec.array.rows * e.dac_area,
+        "neurons": arrays * spec.amplifier.per_array * e.amplifier_area,
+        "digital": e.digital_area,
     }
 
 
-def _sweep_time(ledger: Ledger, phase: str, c: CostConstants) -> float:
-    """Time (s) of one settle step in ``phase``: simulated if recorded, else ``t_sweep_s``."""
+def _sweep_time(ledger: Ledger, phase: str, spec: ChipSpec) -> float:
+    """Time (s) of one settle step in ``phase``: simulated if recorded, else ``settle_tau``."""
     settle, sweeps = ledger.count("settle_s", phase), ledger.count("sweeps", phase)
-    return settle / sweeps if settle > 0 and sweeps else c.t_sweep_s
+    return settle / sweeps if settle > 0 and sweeps else spec.timing.settle_tau
 
 
-def phase_time(ledger: Ledger, phase: str, c: CostConstants) -> float:
-    """Wall time (s) of a phase: settling + ADC read-out + programming + digital periphery.
+def readouts(ledger: Ledger, phase: str) -> float:
+    """Read-outs of ``phase``: one per relaxation, or one per sweep when every sweep converts."""
+    return ledger.count("sweeps" if ledger.convert_every_sweep else "relaxations", phase)
+
+
+def phase_time(ledger: Ledger, phase: str, spec: ChipSpec | None = None) -> float:
+    """Wall time (s) of a phase: settling + read-out + programming + digital periphery.
 
     Samples run one after another on one copy of the network; arrays (layers) work in
-    parallel, each column tile with its own ADCs, each row tile writing one row at a time.
+    parallel. A read-out lasts ``timing.read_time`` (integration and conversion), or longer when
+    an array's ADCs (``array.adcs_per_array`` per column tile, one conversion per
+    ``timing.clock`` cycle) need longer for their conversions. Each row tile writes one row at a
+    time (``timing.pulse_width`` per pulse); the digital periphery does
+    ``timing.digital_lanes`` operations per clock cycle.
     """
-    n = ledger.sizes
-    tl = tiles(n, c)
-    t = ledger.count("sweeps", phase) * _sweep_time(ledger, phase, c)
-    adc_t, prog_t = 0.0, 0.0
-    for k, (rt, ct) in enumerate(tl):
-        adcs = ct * math.ceil(c.array_cols / c.cols_per_adc)
-        adc_t = max(adc_t, ledger.count("adc", phase, k) / (adcs * c.adc_rate_hz))
-        prog_t = max(prog_t, ledger.count("pulses", phase, k) * c.write_pulse_s / (rt * n[k + 1]))
-    return t + adc_t + prog_t + ledger.count("digital_ops", phase) / c.digital_macs_per_s
+    spec = cost_spec(spec)
+    n, t = ledger.sizes, spec.timing
+    settle = ledger.count("sweeps", phase) * _sweep_time(ledger, phase, spec)
+    convert, prog = 0.0, 0.0
+    for k, (rt, ct) in enumerate(tiles(n, spec)):
+        adcs = ct * spec.array.adcs_per_array
+        convert = max(convert, ledger.count("adc", phase, k) / (adcs * t.clock))
+        prog = max(prog, ledger.count("pulses", phase, k) * t.pulse_width / (rt * n[k + 1]))
+    read = max(readouts(ledger, phase) * t.read_time, convert)
+    ops = ledger.count("digital_ops", phase) + ledger.count("fp32_ops", phase)
+    return settle + read + prog + ops / digital_ops_per_s(spec)
 
 
-def npu_cost(ledger: Ledger, c: CostConstants | None = None) -> NpuCost:
-    """Energy, time and area of everything the ledger counted."""
-    c = c or CostConstants()
+def npu_cost(ledger: Ledger, spec: ChipSpec | str | None = None) -> NpuCost:
+    """Energy, time and area of everything the ledger counted, priced by ``spec`` (a
+    ``ChipSpec`` or preset name; None: the ``ideal`` preset)."""
+    spec = cost_spec(spec)
     if not ledger.sizes:
         raise ValueError("the ledger is empty: count some relaxations first")
-    area = npu_area(ledger.sizes, c)
-    static_w = c.static_w_per_array * sum(r * q for r, q in tiles(ledger.sizes, c))
+    e = spec.energy
+    area = npu_area(ledger.sizes, spec)
+    static_w = e.static_power * arrays_in_use(ledger.sizes, spec)
+    mac_j, amp_w = analog_mac_j(spec), e.amplifier_power * amplifiers_per_column(spec)
+    conv_adc, conv_dac = adc_j(spec), dac_j(spec)
     energy, time, events = {}, {}, ledger.by_phase()
     for p in ledger.phases:
         ev = events[p]
-        t_sweep = _sweep_time(ledger, p, c)
+        t_sweep = _sweep_time(ledger, p, spec)
         # measured power of this phase; inference is a free relaxation of the same circuit
-        src = ev if ev["power_measured"] > 0 else events.get("free") if p == "inference" else None
+        free = events.get(Phase.FREE)
+        src = ev if ev["power_measured"] > 0 else free if p == Phase.INFERENCE else None
         if src is not None and src["power_measured"] > 0:  # mean power × all settle time
             array_j = src["power_w_samples"] / src["power_measured"] * ev["sweeps"] * t_sweep
         else:
-            array_j = ev["macs"] * c.analog_mac_j
-        time[p] = phase_time(ledger, p, c)
+            array_j = ev["macs"] * mac_j
+        resets = ev["reset_pulses"]
+        time[p] = phase_time(ledger, p, spec)
         energy[p] = {
             "array": array_j,
-            "neurons": ev["node_sweeps"] * t_sweep * c.amp_power_w,
-            "dac": ev["dac"] * c.dac_j,
-            "adc": ev["adc"] * c.adc_j,
-            "programming": ev["pulses"] * c.pulse_j,
-            "digital": ev["digital_ops"] * c.digital_op_j,
-            "sram": ev["bytes_tile"] * c.sram_byte_j,
-            "dram": ev["bytes_mem"] * c.dram_byte_j,
+            "read": ev["device_reads"] * e.read_device,
+            "neurons": ev["node_sweeps"] * t_sweep * amp_w,
+            "dac": ev["dac"] * conv_dac,
+            "adc": ev["adc"] * conv_adc,
+            "programming": (ev["pulses"] - resets) * e.program_pulse + resets * e.reset_pulse,
+            "digital": ev["digital_ops"] * e.digital_mac,
+            "fp32": ev["fp32_ops"] * e.digital_fp32_op,
+            "sram": ev["bytes_tile"] * e.sram_per_byte,
+            "dram": ev["bytes_mem"] * e.dram_per_byte,
             "static": static_w * time[p],
         }
     return NpuCost(energy_j=energy, time_s=time, area_m2=area, events=events)
@@ -155,9 +199,9 @@ def inference_ledger(ledger: Ledger) -> Ledger:
     return out
 
 
-def per_sample(ledger: Ledger, c: CostConstants | None = None) -> dict[str, dict]:
+def per_sample(ledger: Ledger, spec: ChipSpec | str | None = None) -> dict[str, dict]:
     """Energy (J) by term and time (s) per training sample and per inference."""
-    c = c or CostConstants()
+    c = cost_spec(spec)
     out: dict[str, dict] = {}
     n_train = ledger.training_samples
     if n_train:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from npusim.chip.capacity import check_fits
 from npusim.chip.spec import ChipSpec, DeviceSpec
 from npusim.devices import kernel, pulsed
 from npusim.devices.ideal import IdealSynapses, add_exact, deliver
@@ -84,6 +85,7 @@ class DeviceSynapses:
         self.total_pulses = 0
         self.refreshes = 0
         self.refresh_pulses = 0
+        self.reset_pulses = 0  # abrupt RESETs among total_pulses (one-sided refresh)
         for p, sgn, held in zip(params, self.signed, self.on_device, strict=True):
             if not held:
                 self.y.append(None), self.model.append(None), self._rec_np.append(None)
@@ -228,7 +230,13 @@ class DeviceSynapses:
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Check every pair and refresh the saturated ones (see :func:`kernel.refresh_pairs`)."""
+        """Check every pair and refresh the saturated ones (see :func:`kernel.refresh_pairs`).
+
+        A one-sided (PCM-like) pair is re-programmed by one abrupt RESET of each device to
+        its floor, then gradual SETs: 2 of its pulses per refreshed pair count as
+        ``reset_pulses`` (priced at ``energy.reset_pulse``); other schemes move both
+        devices by gradual pulses only.
+        """
         kernel.set_threads(torch.get_num_threads())
         for i, y in enumerate(self.y):
             if y is None or not self.signed[i]:
@@ -245,6 +253,8 @@ class DeviceSynapses:
             self.refreshes += int(pairs.sum())
             self.refresh_pulses += int(pulses.sum())
             self.total_pulses += int(pulses.sum())
+            if self.mode == kernel.ONE_SIDED:
+                self.reset_pulses += 2 * int(pairs.sum())
 
     # -- reading ---------------------------------------------------------------------
     @torch.no_grad()
@@ -294,6 +304,7 @@ class DeviceSynapses:
             "pulses_max": max((int(c.max()) for c in counts if c.numel()), default=0),
             "refreshes": self.refreshes,
             "refresh_pulses": self.refresh_pulses,
+            "reset_pulses": self.reset_pulses,
             "stuck_devices": sum(
                 int((m == pulsed.FROZEN).sum()) for m in self.model if m is not None
             ),
@@ -313,6 +324,7 @@ class DeviceSynapses:
             "total_pulses": self.total_pulses,
             "refreshes": self.refreshes,
             "refresh_pulses": self.refresh_pulses,
+            "reset_pulses": self.reset_pulses,
             "rng": self.rng.state,
         }
 
@@ -330,6 +342,7 @@ class DeviceSynapses:
         self.total_pulses = int(state["total_pulses"])
         self.refreshes = int(state["refreshes"])
         self.refresh_pulses = int(state["refresh_pulses"])
+        self.reset_pulses = int(state.get("reset_pulses", 0))  # absent before RESETs were counted
         self.rng.state = state["rng"]
         self._write_params(range(len(self.params)))
 
@@ -352,10 +365,15 @@ def make_synapses(
     """Synapses for a chip: exact ones for an ideal device model, devices otherwise.
 
     on_device: per tensor, whether devices hold it (default: tensors with 2+
-    dimensions; 1-D biases stay in the digital periphery).
+    dimensions; 1-D biases stay in the digital periphery). Raises
+    :class:`npusim.chip.ChipSpecError` when the device-held matrices need more arrays
+    than the chip's ``array.tiles`` (:func:`npusim.chip.capacity.check_fits`).
     """
     if len(params) != len(signed):
         raise ValueError(f"got {len(params)} parameter tensors but {len(signed)} signed flags")
+    held = [p.dim() >= 2 for p in params] if on_device is None else list(on_device)
+    matrices = [(p, s) for p, s, h in zip(params, signed, held, strict=True) if h]
+    check_fits(spec, [(p.shape[0], p[0].numel()) for p, _ in matrices], [s for _, s in matrices])
     if spec.is_ideal:
         return IdealSynapses(params, signed)
     return DeviceSynapses(spec.device, params, signed, seed, on_device)

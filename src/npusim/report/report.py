@@ -6,21 +6,24 @@ import json
 import math
 from pathlib import Path
 
-from npusim.core.phases import TRAIN_PHASES
+from npusim.chip import ChipSpec
+from npusim.core.phases import TRAIN_PHASES, Phase
 from npusim.cost.baselines import GPUS, PHONE_NPU, GpuPreset, PhoneNpuPreset
 from npusim.cost.claims import EVENT_OF_TERM, claims_check
-from npusim.cost.constants import CostConstants
-from npusim.cost.npu import npu_area, per_sample
+from npusim.cost.constants import PhysicalLimits, constants_table, cost_spec
+from npusim.cost.npu import arrays_in_use, npu_area, per_sample
 from npusim.runtime.ledger import Ledger
 
 NPU = "NPU EqProp"
 TERM_NOTES: dict[str, str] = {
     "array": "resistive arrays conducting while the circuit settles (Σ G·ΔV² × t, or per MAC)",
+    "read": "every cell conducting through one read-out integration while the ADCs sample",
     "neurons": "node amplifiers biased during each settle step",
     "dac": "input (and output-nudge) digital-to-analog conversions",
     "adc": "equilibrium read-out conversions (both phases for EqProp)",
-    "programming": "memristor programming pulses applying the updates",
-    "digital": "periphery arithmetic: EqProp outer products, nudges, argmax",
+    "programming": "memristor programming pulses applying the updates (SET and RESET)",
+    "digital": "8-bit periphery arithmetic: EqProp outer products, argmax",
+    "fp32": "fp32 periphery arithmetic: nudges, the update's scale-and-quantise",
     "sram": "converted values moved between arrays and tile buffers",
     "dram": "inputs fetched from off-chip memory",
     "static": "leakage of arrays and periphery over the run time",
@@ -40,20 +43,22 @@ def _finite(x):
 
 def build_report(
     ledger: Ledger,
-    constants: CostConstants | None = None,
+    spec: ChipSpec | str | None = None,
     *,
     gpus: list[GpuPreset] | None = None,
     phone: PhoneNpuPreset = PHONE_NPU,
     target_ratio: float | None = None,
     measured_gpu: dict | None = None,
+    limits: PhysicalLimits | None = None,
 ) -> dict:
-    """Everything the report shows, as plain data (J, s, m²). The first GPU is the reference
-    for ratios and for the claims check. ``measured_gpu``: ``{"name", "energy_j", "time_s"}``
-    per training sample from :func:`npusim.cost.measure_backprop_training`."""
-    c = constants or CostConstants()
+    """Everything the report shows, as plain data (J, s, m²), the NPU priced by ``spec`` (a
+    ``ChipSpec``, preset name or TOML path; None: the ``ideal`` preset). The first GPU is the
+    reference for ratios and for the claims check. ``measured_gpu``: ``{"name", "energy_j",
+    "time_s"}`` per training sample from :func:`npusim.cost.measure_backprop_training`."""
+    c = cost_spec(spec)
     gpus = gpus or list(GPUS.values())
     logical = ledger.logical_sizes or ledger.sizes
-    updates = ledger.count("updates", "update")
+    updates = ledger.count("updates", Phase.UPDATE)
     batch = max(1, round(ledger.training_samples / updates)) if updates else 1
     npu = per_sample(ledger, c)
     area = npu_area(ledger.sizes, c)
@@ -73,7 +78,7 @@ def build_report(
     systems[NPU] = entry(npu, sum(area.values()))
     for g in gpus:
         systems[f"{g.name} BP"] = entry(g.cost(logical, batch), g.die_area_m2)
-    systems[f"{phone.name} BP"] = entry(phone.cost(logical, c.dram_byte_j), phone.area_m2)
+    systems[f"{phone.name} BP"] = entry(phone.cost(logical, c.energy.dram_per_byte), phone.area_m2)
     if measured_gpu is not None:
         systems[f"{measured_gpu['name']} BP measured"] = {
             "area_m2": None,
@@ -103,15 +108,17 @@ def build_report(
             "training_samples": n_train,
             "inference_samples": ledger.inference_samples,
             "batch": batch,
-            "mean_sweeps": {p: ledger.mean_sweeps(p) for p in ledger.phases if p != "update"},
+            "mean_sweeps": {p: ledger.mean_sweeps(p) for p in ledger.phases if p != Phase.UPDATE},
+            "arrays": {"in_use": arrays_in_use(ledger.sizes, c), "on_chip": c.array.tiles},
         },
+        "chip_spec": c.name,
         "systems": systems,
         "reference_gpu": ref_name,
         "npu_area_breakdown_m2": area,
         "npu_events_per_training_sample": events,
         "ledger_totals": ledger.totals(),
         "term_notes": TERM_NOTES,
-        "constants": c.sources(),
+        "constants": constants_table(c, limits),
         "baseline_sources": {
             **{g.name: {"precision": g.precision, **g.sources} for g in gpus},
             phone.name: phone.sources,
@@ -124,6 +131,7 @@ def build_report(
             systems[ref_name]["train"]["energy_j"],
             float(target_ratio),
             c,
+            limits,
         )
     return report
 

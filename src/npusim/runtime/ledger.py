@@ -12,18 +12,27 @@ Counting model (one *relaxation* = one sample settling once; ``sizes = [n_0, …
 * ADC conversions: training phases read every free layer once at equilibrium (EqProp needs both
   equilibria); inference reads only the output layer. ``convert_every_sweep`` reads every free
   layer each sweep instead.
-* digital ops: output error / nudge (2 per output, nudged phases), argmax (``n_L``, inference),
-  one activation per converted node when ``convert_every_sweep``; at an update, EqProp's outer
-  products (2 MACs per parameter per sample: one per phase) and one scale-and-quantise per
-  parameter per batch. Parameters = weights ``n_k·n_{k+1}`` + biases ``n_{k+1}``. With
-  ``update_mode="outer"`` the array forms the outer products itself from row and column pulse
-  trains (Gokmen & Vlasov, Front. Neurosci. 2016): the periphery only encodes the
-  ``2·(n_k + n_{k+1})`` row/column values per sample (one op each).
+* device reads: every read-out (the relaxation's equilibrium sampled for the ADCs: once per
+  relaxation, or every sweep with ``convert_every_sweep``) holds the whole network at its
+  equilibrium for one read integration, so every cell of every array conducts once
+  (``n_k·n_{k+1}`` per array and sample), inference included.
+* digital ops (8-bit integer operations of the periphery, on ADC codes): argmax (``n_L``,
+  inference), one activation per converted node when ``convert_every_sweep``; at an update,
+  EqProp's outer products (2 MACs per weight or bias per sample: one per phase, 8-bit codes
+  into wide accumulators). With ``update_mode="outer"`` the array forms the outer products
+  itself from row and column pulse trains (Gokmen & Vlasov, Front. Neurosci. 2016): no MACs.
+* fp32 ops (real-valued arithmetic of the periphery): the output error and nudge of a nudged
+  phase (``y − t`` and ``× β``: 2 per output); at an update one scale-and-quantise per
+  parameter per batch (the accumulated sum × lr/β, rounded to a pulse count), or with
+  ``update_mode="outer"`` one scaling per row/column value per sample (``2·(n_k + n_{k+1})``,
+  into pulse-train probabilities). Parameters = weights ``n_k·n_{k+1}`` + biases ``n_{k+1}``.
 * bytes: every converted value (``word_bytes`` each) travels between an array and its tile
   buffer (``bytes_tile``); inputs are fetched from off-chip memory once per sample
   (``bytes_mem``, free and inference phases); an update reads both phases' stored states.
 * programming pulses: as reported by the device layer; when it reports 0 (ideal / unknown
-  device) one pulse-equivalent per parameter written per update is counted.
+  device) one pulse-equivalent per parameter written per update is counted. ``reset_pulses``
+  is the part of them that are abrupt RESETs (one-sided devices re-programmed on refresh),
+  priced apart from the gradual SET/depress pulses.
 
 Per-layer lists are indexed by array ``k`` (its weights and its output layer ``k+1``; the input
 DACs belong to array 0). Counts are Python ints (exact on resume); times are seconds, powers W.
@@ -45,8 +54,11 @@ LAYER_COUNTERS: tuple[str, ...] = (
     "dac",
     "adc",
     "pulses",
+    "reset_pulses",
     "params_written",
+    "device_reads",
     "digital_ops",
+    "fp32_ops",
     "bytes_tile",
     "bytes_mem",
 )
@@ -56,6 +68,21 @@ PHASE_FLOATS: tuple[str, ...] = ("settle_s", "power_w_samples")
 
 def _zeros(n: int) -> list[int]:
     return [0] * n
+
+
+def _per_array(count: int | list[int], params: list[int], measured: bool) -> list[int]:
+    """A count per array: given per array, or a total spread in proportion to ``params``
+    (exact total); a total of 0 that is not ``measured`` means one per parameter."""
+    if isinstance(count, (list, tuple)):
+        if len(count) != len(params):
+            raise ValueError(f"need {len(params)} per-array counts, got {len(count)}")
+        return [int(p) for p in count]
+    if int(count) > 0 or measured:
+        total = sum(params)
+        per = [int(count) * p // total for p in params]
+        per[-1] += int(count) - sum(per)
+        return per
+    return list(params)
 
 
 @dataclass
@@ -69,7 +96,8 @@ class Ledger:
     ``power_scale_w``: watts per unit of a network's ``dissipated_power`` (its normalised
     conductance × voltage² units); None records no circuit power. ``power_samples`` samples of
     every ``power_every``-th step are evaluated (a few matmuls: negligible next to relaxing).
-    ``device_pulses_seen``: the synapses' cumulative pulse counter at the last step.
+    ``device_pulses_seen``, ``device_resets_seen``: the synapses' cumulative pulse and RESET
+    pulse counters at the last step.
     """
 
     word_bytes: int = 1
@@ -79,6 +107,7 @@ class Ledger:
     power_samples: int = 16
     power_every: int = 100
     device_pulses_seen: int = 0
+    device_resets_seen: int = 0
     sizes: list[int] = field(default_factory=list)
     logical_sizes: list[int] = field(default_factory=list)
     layers: dict[str, dict[str, list[int]]] = field(default_factory=dict)
@@ -122,9 +151,11 @@ class Ledger:
         nl = len(n) - 1
         wb = self.word_bytes
         nudged = phase.startswith("nudged")
+        readouts = b * s if self.convert_every_sweep else b
         for k in range(nl):
             reads = 2 if k >= 1 else 1
             lay["macs"][k] += b * s * reads * n[k] * n[k + 1]
+            lay["device_reads"][k] += readouts * n[k] * n[k + 1]
             lay["node_sweeps"][k] += b * s * n[k + 1]
             if self.convert_every_sweep:
                 adc = dac = b * s * n[k + 1]
@@ -137,7 +168,7 @@ class Ledger:
                 dac += b * n[0]
             if nudged and k == nl - 1:
                 dac += b * n[-1]
-                lay["digital_ops"][k] += 2 * b * n[-1]
+                lay["fp32_ops"][k] += 2 * b * n[-1]
             if phase == "inference" and k == nl - 1:
                 lay["digital_ops"][k] += b * n[-1]
             lay["adc"][k] += adc
@@ -152,36 +183,37 @@ class Ledger:
             ph["settle_s"] += b * float(settle_s)
 
     def update(
-        self, sizes: list[int], batch: int, pulses: int | list[int] = 0, measured: bool = False
+        self,
+        sizes: list[int],
+        batch: int,
+        pulses: int | list[int] = 0,
+        measured: bool = False,
+        reset_pulses: int | list[int] = 0,
     ) -> None:
         """Count one parameter update computed from ``batch`` samples' two equilibria.
 
         ``pulses``: programming pulses from the device layer (total, or one count per array);
         0 means ideal/unknown and counts one pulse-equivalent per parameter written, unless
-        ``measured`` (a device model really fired no pulse).
+        ``measured`` (a device model really fired no pulse). ``reset_pulses``: how many of
+        ``pulses`` were abrupt RESETs (total, spread over the arrays like ``pulses``, or one
+        count per array).
         """
         lay, ph = self._check("update", sizes)
         b, n = int(batch), self.sizes
         nl = len(n) - 1
         params = [n[k] * n[k + 1] + n[k + 1] for k in range(nl)]
-        total = sum(params)
-        if isinstance(pulses, (list, tuple)):
-            if len(pulses) != nl:
-                raise ValueError(f"need {nl} per-array pulse counts, got {len(pulses)}")
-            per = [int(p) for p in pulses]
-        elif int(pulses) > 0 or measured:
-            per = [int(pulses) * p // total for p in params]
-            per[-1] += int(pulses) - sum(per)  # exact total despite rounding
-        else:
-            per = list(params)
+        per = _per_array(pulses, params, measured)
+        resets = _per_array(reset_pulses, params, True)
         if self.update_mode not in ("digital", "outer"):
             raise ValueError(f"update_mode must be 'digital' or 'outer', got {self.update_mode!r}")
         for k in range(nl):
             if self.update_mode == "digital":
-                lay["digital_ops"][k] += params[k] * (2 * b + 1)
+                lay["digital_ops"][k] += params[k] * 2 * b
+                lay["fp32_ops"][k] += params[k]
             else:
-                lay["digital_ops"][k] += 2 * b * (n[k] + n[k + 1])
+                lay["fp32_ops"][k] += 2 * b * (n[k] + n[k + 1])
             lay["pulses"][k] += per[k]
+            lay["reset_pulses"][k] += resets[k]
             lay["params_written"][k] += params[k]
             lay["bytes_tile"][k] += 2 * b * (n[k] + n[k + 1]) * self.word_bytes
         ph["updates"] += 1
@@ -200,8 +232,8 @@ class Ledger:
 
         ``x``: the batch's inputs, to record the circuit power of networks that have one
         (``dissipated_power`` not None) when ``power_scale_w`` is set. ``synapses``: the device
-        model, whose cumulative ``total_pulses`` counts the pulses fired (None: ideal, one
-        pulse-equivalent per parameter written).
+        model, whose cumulative ``total_pulses`` and ``reset_pulses`` count the pulses fired
+        (None: ideal, one pulse-equivalent per parameter written).
         """
         sizes = list(model.sizes)
         if not self.logical_sizes:
@@ -225,11 +257,13 @@ class Ledger:
                 p = power.reshape(len(phases), m).sum(1).tolist()
                 for (phase, _), p_sum in zip(phases, p, strict=True):
                     self.add_circuit_power(phase, p_sum * self.power_scale_w, samples=m)
-        pulses = 0
+        pulses = resets = 0
         if synapses is not None:
             pulses = max(int(synapses.total_pulses) - self.device_pulses_seen, 0)
             self.device_pulses_seen = int(synapses.total_pulses)
-        self.update(sizes, batch, pulses, measured=synapses is not None)
+            resets = max(int(synapses.reset_pulses) - self.device_resets_seen, 0)
+            self.device_resets_seen = int(synapses.reset_pulses)
+        self.update(sizes, batch, pulses, measured=synapses is not None, reset_pulses=resets)
 
     def add_circuit_power(self, phase: str, power_w, samples: int | None = None) -> None:
         """Add the steady-state dissipated power (W) of relaxed samples: a tensor with one value
@@ -313,6 +347,7 @@ class Ledger:
             "power_samples": self.power_samples,
             "power_every": self.power_every,
             "device_pulses_seen": self.device_pulses_seen,
+            "device_resets_seen": self.device_resets_seen,
             "sizes": list(self.sizes),
             "logical_sizes": list(self.logical_sizes),
             "layers": {p: {c: list(v) for c, v in lay.items()} for p, lay in self.layers.items()},
@@ -330,6 +365,7 @@ class Ledger:
             "power_samples",
             "power_every",
             "device_pulses_seen",
+            "device_resets_seen",
             "sizes",
             "logical_sizes",
             "layers",
@@ -345,10 +381,14 @@ class Ledger:
             power_samples=int(d.get("power_samples", 16)),
             power_every=int(d.get("power_every", 100)),
             device_pulses_seen=int(d.get("device_pulses_seen", 0)),
+            device_resets_seen=int(d.get("device_resets_seen", 0)),
             sizes=[int(n) for n in d.get("sizes", [])],
             logical_sizes=[int(n) for n in d.get("logical_sizes", [])],
-            layers={
-                p: {c: [int(x) for x in v] for c, v in lay.items()}
+            layers={  # counters a ledger saved by an older npusim lacks start at 0
+                p: {
+                    **{c: _zeros(len(next(iter(lay.values()), []))) for c in LAYER_COUNTERS},
+                    **{c: [int(x) for x in v] for c, v in lay.items()},
+                }
                 for p, lay in d.get("layers", {}).items()
             },
             phases={

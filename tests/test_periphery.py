@@ -65,3 +65,40 @@ def test_trainer_reads_through_the_chip_converters(tmp_path):
     coarse_err = error_rate(exact.model, x, y, sweeps, batch, coarse.periphery)
     assert coarse_err == pytest.approx(by_hand, abs=1e-6)
     assert ideal < 0.15 and coarse_err > ideal + 0.1
+
+
+def _drn_chip(gain: float) -> ChipSpec:
+    from npusim.chip import load_chip
+
+    return load_chip("rram").replace(**{"amplifier.gain": gain})
+
+
+def test_drn_node_voltages_reach_the_adc_through_the_amplifier_gain():
+    from npusim.circuits import DeepResistive
+
+    net = DeepResistive([6, 4, 3], input_gain=480.0, seed=0)
+    spec = _drn_chip(2.4e7)  # output 1 -> 2.4e7 V/A x 20 uS / 480 = 1.0 of the ADC range
+    gains = net.read_gains(spec)
+    a = spec.amplifier.gain * spec.device.g_max / 480.0
+    assert a == pytest.approx(1.0)
+    assert torch.equal(gains[0], torch.tensor([a, a, -a, -a]))  # excitatory, inhibitory halves
+    assert torch.equal(gains[1], torch.full((3,), a))
+    p = periphery_for(spec.converters, net.normalised_states, gains)
+    assert p is not None and periphery_for(spec.converters, False) is None
+    x = torch.rand(5, 6, generator=torch.Generator().manual_seed(0))
+    state = net.relax(x, sweeps=50).state
+    read = p.read(state)
+    for r, s, g in zip(read, state, gains, strict=True):
+        assert torch.allclose(r, quantize(s * g, 8, 0.0, 1.0) / g)
+    assert bool((read[0][:, 2:] <= 0).all()) and bool((read[0][:, :2] >= 0).all())
+    half = periphery_for(_drn_chip(1.2e7).converters, False, net.read_gains(_drn_chip(1.2e7)))
+    assert not torch.equal(half.read(state)[1], read[1])  # the gain sets the read-out
+
+
+def test_a_drn_amplifier_gain_below_one_adc_level_is_an_error_naming_the_gain():
+    from npusim.chip import ChipSpecError
+    from npusim.circuits import DeepResistive
+
+    net = DeepResistive([6, 4, 3], input_gain=480.0, seed=0)
+    with pytest.raises(ChipSpecError, match=r"amplifier.gain = 10000 V/A.*about 2.4e\+07 V/A"):
+        net.read_gains(_drn_chip(1e4))  # the rram preset's gain is sized for DHN column sums

@@ -26,6 +26,7 @@ import math
 import torch
 from torch import Tensor
 
+from npusim.chip.spec import ChipSpec, ChipSpecError
 from npusim.circuits import shockley
 from npusim.circuits.layered import LayeredNetwork
 from npusim.circuits.netlist import DiodeModel
@@ -90,6 +91,39 @@ class DeepResistive(LayeredNetwork):
     def input_layer(self, x: Tensor) -> Tensor:
         x = x.to(self.dtype)
         return self.input_gain * torch.cat([x, -x], 1)
+
+    def read_gains(self, spec: ChipSpec) -> list[Tensor]:
+        """Per free layer and node, the read-out gain from a node voltage (simulation units) to
+        the chip's ADC input (normalised; 1 is ``array.read_voltage``), signed.
+
+        Read-out chain: a simulation unit is ``read_voltage / input_gain`` volts (an input of 1
+        drives ``read_voltage``); the node drives a sense device at ``device.g_max`` into the
+        virtual ground of a column amplifier of transimpedance ``amplifier.gain``, so the ADC
+        sees ``gain · g_max · V``, i.e. ``gain · g_max / input_gain`` per simulation unit (the
+        read voltage cancels). Inhibitory nodes (V ≤ 0) use an inverting stage (sign −1), so
+        both halves of a layer land in a unipolar ADC range. The sense device loads the node
+        only while it is sampled, after the relaxation (not modelled).
+
+        Raises :class:`ChipSpecError` when an output of 1 (the target level) reaches the ADC
+        below one of its levels, naming the gain that maps it to ``converters.adc_hi``.
+        """
+        a = spec.amplifier.gain * spec.device.g_max / self.input_gain
+        conv = spec.converters
+        if conv.adc_bits > 0:
+            lsb = (conv.adc_hi - conv.adc_lo) / (2**conv.adc_bits - 1)
+            if a < lsb:
+                need = conv.adc_hi * self.input_gain / spec.device.g_max
+                volts = spec.array.read_voltage / self.input_gain
+                raise ChipSpecError(
+                    f"chip '{spec.name}': amplifier.gain = {spec.amplifier.gain:g} V/A reads the "
+                    f"DRN's output of 1 ({volts * 1e3:.3g} mV at input gain "
+                    f"{self.input_gain:g}) as {a:.3g} of the ADC's normalised input, below one "
+                    f"of its levels ({lsb:.3g}); set amplifier.gain to about {need:.3g} V/A "
+                    "(output 1 -> converters.adc_hi)"
+                )
+        gains = [-a * s for s in self._sign]  # _sign: -1 excitatory, +1 inhibitory
+        gains.append(torch.full((self.sizes[-1],), a, dtype=self.dtype))
+        return [g.to(self.dtype) for g in gains]
 
     def input_voltages(self, x: Tensor) -> Tensor:
         """Voltages (V) of the input sources, shape (batch, 2·features)."""

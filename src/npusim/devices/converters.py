@@ -39,29 +39,45 @@ def adc(x: Tensor, conv: ConverterSpec) -> Tensor:
 
 @dataclass(frozen=True)
 class Periphery:
-    """A chip's converters where its arrays meet the digital side, on normalised signals.
+    """A chip's converters where its arrays meet the digital side.
 
     ``inputs``: the DAC drives each input row (once per relaxation). ``read``: the ADC digitises
     every free layer at an equilibrium (what a learning rule reads); ``read_output``: the output
     layer at inference. Matches the conversions the ledger counts.
+
+    ``gains``: per free layer, the read-out chain's gain from a state unit to the ADC's
+    normalised input (per node, signed; see
+    :meth:`npusim.circuits.resistive.DeepResistive.read_gains`). The ADC digitises
+    ``state · gain`` and the digital side divides the code by ``gain`` again. None: the states
+    are normalised signals the ADC reads directly (gain 1).
     """
 
     spec: ConverterSpec
+    gains: tuple[Tensor, ...] | None = None
 
     def inputs(self, x: Tensor) -> Tensor:
         return dac(x, self.spec)
 
     def read(self, state: list[Tensor]) -> list[Tensor]:
-        return [adc(s, self.spec) for s in state]
+        if self.gains is None:
+            return [adc(s, self.spec) for s in state]
+        return [adc(s * g, self.spec).div_(g) for s, g in zip(state, self.gains, strict=True)]
 
     def read_output(self, y: Tensor) -> Tensor:
-        return adc(y, self.spec)
+        if self.gains is None:
+            return adc(y, self.spec)
+        return adc(y * self.gains[-1], self.spec).div_(self.gains[-1])
 
 
-def periphery_for(conv: ConverterSpec, normalised_states: bool) -> Periphery | None:
+def periphery_for(
+    conv: ConverterSpec, normalised_states: bool, gains: list[Tensor] | None = None
+) -> Periphery | None:
     """The converters to simulate for a network, or None when there is nothing to convert:
-    ideal converters (0 bits), or a network whose states are not normalised signals (the
-    DRN's node voltages need the output amplifiers' gains to meet an ADC range)."""
-    if not normalised_states or (conv.dac_bits == 0 and conv.adc_bits == 0):
+    ideal converters (0 bits), or a network whose states are not normalised signals and for
+    which no read-out ``gains`` are given (a DRN's node voltages reach the ADC through the
+    column amplifiers: pass ``model.read_gains(spec)``)."""
+    if conv.dac_bits == 0 and conv.adc_bits == 0:
         return None
-    return Periphery(conv)
+    if gains is not None:
+        return Periphery(conv, tuple(gains))
+    return Periphery(conv) if normalised_states else None

@@ -113,3 +113,19 @@ def test_spec_to_toml_round_trips(tmp_path):
         path = tmp_path / f"{name}.toml"
         path.write_text(spec_to_toml(load_chip(name)))
         assert load_chip(path) == load_chip(name)
+
+
+def test_chip_modules_import_one_way():
+    """units <- spec <- load / capacity: no module imports one that imports it back."""
+    import ast
+
+    folder = resources.files("npusim.chip")
+    order = ["units", "spec", "capacity", "load"]
+    for i, name in enumerate(order):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        imported = {
+            n.module.rsplit(".", 1)[-1]
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("npusim.chip.")
+        }
+        assert imported <= set(order[:i]), (name, imported)

@@ -199,8 +199,11 @@ def test_area_counts_every_placed_block():
 def test_circuit_power_replaces_per_mac_energy():
     led = small_ledger(1)
     led.add_circuit_power("free", torch.full((4,), 1e-6, dtype=F64))
-    e = npu_cost(led, RRAM).energy_j["free"]["array"]
-    assert e == pytest.approx(4 * 1e-6 * 10 * RRAM.timing.settle_tau)  # Σ P × sweeps × t_sweep
+    e = npu_cost(led, RRAM).energy_j["free"]
+    assert e["array"] == pytest.approx(4 * 1e-6 * 10 * RRAM.timing.settle_tau)  # Σ P × sweeps × t
+    t_int = RRAM.energy.read_device / (0.2**2 * 11e-6)  # 22 fJ at 0.2 V, 11 uS: 50 ns
+    assert t_int == pytest.approx(50e-9)
+    assert e["read"] == pytest.approx(1e-6 * 4 * t_int)  # P × read-outs × integration
 
 
 def test_every_constant_has_a_unit_and_a_source():

@@ -114,6 +114,12 @@ def analog_mac_j(spec: ChipSpec) -> float:
     return spec.array.read_voltage**2 * g_mid(spec) * spec.timing.settle_tau
 
 
+def read_integration_s(spec: ChipSpec) -> float:
+    """Integration time (s) of one read-out implied by ``energy.read_device`` (J), the energy of
+    a mid-window cell at the read voltage: ``read_device / (read_voltage² · G_mid)``."""
+    return spec.energy.read_device / (spec.array.read_voltage**2 * g_mid(spec))
+
+
 def amplifiers_per_column(spec: ChipSpec) -> float:
     """Amplifiers biased per neuron (array column): ``amplifier.per_array / array.cols``."""
     return spec.amplifier.per_array / spec.array.cols
@@ -172,6 +178,11 @@ def constants_table(
         "adc_j": (adc_j(spec), "J", f"adc_fom x 2^{adc_bits(spec)}"),
         "dac_j": (dac_j(spec), "J", f"dac_fom x 2^{dac_bits(spec)}"),
         "amplifiers_per_column": (amplifiers_per_column(spec), "1", "per_array / cols"),
+        "read_integration_s": (
+            read_integration_s(spec),
+            "s",
+            "read_device / (read_voltage^2 x G_mid), for a measured circuit power",
+        ),
         "digital_ops_per_s": (digital_ops_per_s(spec), "op/s", "digital_lanes x clock"),
         "adc_rate_hz": (spec.timing.clock, "S/s", "one SAR conversion per clock cycle"),
     }

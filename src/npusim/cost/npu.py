@@ -7,7 +7,9 @@ energy breakdown:
   recorded its steady-state dissipated power (Σ G·ΔV², W) this is power × settle time;
   otherwise analog MACs × ``array.read_voltage``²·G_mid·``timing.settle_tau``.
 * ``read``: every cell conducting through one read-out integration (``device_reads`` ×
-  ``energy.read_device``): the network held at equilibrium while the ADCs sample it.
+  ``energy.read_device``): the network held at equilibrium while the ADCs sample it. With a
+  measured circuit power (the DRN) it is that power × read-outs × the integration time
+  ``energy.read_device / (read_voltage² · G_mid)``.
 * ``neurons``: node amplifiers biased during each settle step: node-sweeps × settle step ×
   ``energy.amplifier_power`` × ``amplifier.per_array / array.cols`` amplifiers per column.
 * ``dac`` / ``adc``: conversions × ``energy.dac_fom`` / ``energy.adc_fom`` × 2^bits.
@@ -38,6 +40,7 @@ from npusim.cost.constants import (
     cost_spec,
     dac_j,
     digital_ops_per_s,
+    read_integration_s,
 )
 from npusim.runtime.ledger import Ledger
 
@@ -153,6 +156,7 @@ def npu_cost(ledger: Ledger, spec: ChipSpec | str | None = None) -> NpuCost:
     static_w = e.static_power * arrays_in_use(ledger.sizes, spec)
     mac_j, amp_w = analog_mac_j(spec), e.amplifier_power * amplifiers_per_column(spec)
     conv_adc, conv_dac = adc_j(spec), dac_j(spec)
+    t_int = read_integration_s(spec)
     energy, time, events = {}, {}, ledger.by_phase()
     for p in ledger.phases:
         ev = events[p]
@@ -161,14 +165,17 @@ def npu_cost(ledger: Ledger, spec: ChipSpec | str | None = None) -> NpuCost:
         free = events.get(Phase.FREE)
         src = ev if ev["power_measured"] > 0 else free if p == Phase.INFERENCE else None
         if src is not None and src["power_measured"] > 0:  # mean power × all settle time
-            array_j = src["power_w_samples"] / src["power_measured"] * ev["sweeps"] * t_sweep
+            power_w = src["power_w_samples"] / src["power_measured"]
+            array_j = power_w * ev["sweeps"] * t_sweep
+            read_j = power_w * readouts(ledger, p) * t_int  # the circuit held for each read-out
         else:
             array_j = ev["macs"] * mac_j
+            read_j = ev["device_reads"] * e.read_device
         resets = ev["reset_pulses"]
         time[p] = phase_time(ledger, p, spec)
         energy[p] = {
             "array": array_j,
-            "read": ev["device_reads"] * e.read_device,
+            "read": read_j,
             "neurons": ev["node_sweeps"] * t_sweep * amp_w,
             "dac": ev["dac"] * conv_dac,
             "adc": ev["adc"] * conv_adc,

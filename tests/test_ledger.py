@@ -164,3 +164,32 @@ def test_training_step_from_an_eqprop_estimate():
     restored = Ledger()
     restored.load_dict(led.to_dict())
     assert restored.to_dict() == led.to_dict()
+
+
+@pytest.mark.parametrize(
+    "change, names",
+    [
+        ({"sizes": [5, -7, 3]}, "sizes"),
+        ({"word_bytes": "1"}, "word_bytes"),
+        ({"update_mode": "magic"}, "update_mode"),
+        ({"power_scale_w": float("nan")}, "power_scale_w"),
+        ({"layers": {"warmup": {}}}, "unknown phases"),
+        ({"layers": {"free": {"macs": [1]}}}, "layers.free.macs"),
+        ({"layers": {"free": {"macs": [1, -2]}}}, "layers.free.macs"),
+        ({"layers": {"free": {"bogus": [1, 2]}}}, "layers.free.bogus"),
+        ({"phases": {"free": {"settle_s": float("inf")}}}, "phases.free.settle_s"),
+        ({"phases": {"free": {"samples": 2.5}}}, "phases.free.samples"),
+        ({"phases": []}, "phases"),
+    ],
+)
+def test_a_malformed_saved_ledger_is_one_error_naming_the_entry(change, names):
+    from npusim.core.errors import NpusimError
+    from npusim.runtime.ledger import LedgerError
+
+    led = Ledger()
+    led.relax("free", SIZES, B, S)
+    with pytest.raises(LedgerError, match=names.replace(".", r"\.")) as info:
+        Ledger.from_dict({**led.to_dict(), **change})
+    assert isinstance(info.value, NpusimError)
+    with pytest.raises(LedgerError, match="JSON object"):
+        Ledger.from_dict([1, 2])

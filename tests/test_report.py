@@ -3,6 +3,7 @@
 import io
 import json
 
+import pytest
 from rich.console import Console
 
 from npusim.report import build_report, load_run_ledger, print_report, write_report
@@ -79,3 +80,31 @@ def test_a_run_priced_with_no_chip_uses_the_ideal_preset():
     assert rep["network"]["arrays"] == {"in_use": 7 * 8 + 8, "on_chip": 1024}
     pcm = build_report(led, "pcm")["systems"]["NPU EqProp"]["train"]["energy_j"]
     assert pcm != rep["systems"]["NPU EqProp"]["train"]["energy_j"]
+
+
+def test_a_damaged_run_folder_is_one_error_naming_the_file(tmp_path):
+    from npusim.core.errors import NpusimError
+    from npusim.report.report import ReportError
+
+    path = tmp_path / "results.json"
+    for text, words in [
+        (None, "not found"),
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "no 'ledger' entry"),
+        ('{"ledger": {"sizes": "x"}}', "ledger sizes"),
+        ('{"ledger": {}}', "counted nothing"),
+    ]:
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(ReportError, match=words) as info:
+            load_run_ledger(tmp_path)
+        assert isinstance(info.value, NpusimError) and str(path) in str(info.value)
+
+
+def test_claims_refuse_a_target_ratio_out_of_range():
+    from npusim.cost import claims_check
+    from npusim.cost.constants import CostError
+
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(CostError, match="finite number > 0"):
+            claims_check({"array": 1.0}, {"macs": 1.0}, 10.0, bad)

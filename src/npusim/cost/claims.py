@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from npusim.chip import ChipSpec
-from npusim.cost.constants import K_B, PhysicalLimits, adc_bits, cost_spec, dac_bits
+from npusim.cost.constants import K_B, CostError, PhysicalLimits, adc_bits, cost_spec, dac_bits
 
 LANDAUER = "Landauer, IBM J. Res. Dev. 1961: kT ln 2 per irreversible bit operation"
 THERMAL_MAC = (
@@ -81,8 +81,8 @@ def claims_check(
     per training sample; ``gpu_j``: the GPU's energy per training sample (J); ``spec``: the
     chip (its converter resolutions set the floors; None: ``ideal``).
     """
-    if not target_ratio > 0:
-        raise ValueError(f"target ratio must be > 0, got {target_ratio}")
+    if not (target_ratio > 0 and math.isfinite(target_ratio)):
+        raise CostError(f"the target ratio must be a finite number > 0, got {target_ratio}")
     total = sum(npu_terms_j.values())
     budget = gpu_j / target_ratio
     fl = floors(spec, limits)

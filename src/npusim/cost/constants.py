@@ -20,6 +20,7 @@ from typing import Any
 
 from npusim.chip import ChipSpec, load_chip
 from npusim.chip.spec import SECTIONS
+from npusim.core.errors import NpusimError
 
 K_B = 1.380649e-23  # J/K, Boltzmann constant (SI 2019 exact definition)
 
@@ -30,6 +31,10 @@ IDEAL_CONVERTER_SOURCE = (
     "spec is priced at this resolution"
 )
 DEFAULT_CHIP = "ideal"  # preset that prices a ledger when no chip is named
+
+
+class CostError(NpusimError, ValueError):
+    """Something cannot be priced as asked (an empty ledger, a target ratio out of range)."""
 
 
 def const(value: float, unit: str, source: str) -> Any:

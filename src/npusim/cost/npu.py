@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from npusim.chip import ChipSpec
 from npusim.core.phases import TRAIN_PHASES, Phase
 from npusim.cost.constants import (
+    CostError,
     adc_j,
     amplifiers_per_column,
     analog_mac_j,
@@ -150,7 +151,7 @@ def npu_cost(ledger: Ledger, spec: ChipSpec | str | None = None) -> NpuCost:
     ``ChipSpec`` or preset name; None: the ``ideal`` preset)."""
     spec = cost_spec(spec)
     if not ledger.sizes:
-        raise ValueError("the ledger is empty: count some relaxations first")
+        raise CostError("the ledger is empty: count some relaxations first")
     e = spec.energy
     area = npu_area(ledger.sizes, spec)
     static_w = e.static_power * arrays_in_use(ledger.sizes, spec)

@@ -7,12 +7,13 @@ import math
 from pathlib import Path
 
 from npusim.chip import ChipSpec
+from npusim.core.errors import NpusimError
 from npusim.core.phases import TRAIN_PHASES, Phase
 from npusim.cost.baselines import GPUS, PHONE_NPU, GpuPreset, PhoneNpuPreset
 from npusim.cost.claims import EVENT_OF_TERM, claims_check
 from npusim.cost.constants import PhysicalLimits, constants_table, cost_spec
 from npusim.cost.npu import arrays_in_use, npu_area, per_sample
-from npusim.runtime.ledger import Ledger
+from npusim.runtime.ledger import Ledger, LedgerError
 
 NPU = "NPU EqProp"
 TERM_NOTES: dict[str, str] = {
@@ -149,12 +150,27 @@ def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
+class ReportError(NpusimError, ValueError):
+    """A run folder cannot be reported on; the message names the file and what to do."""
+
+
 def load_run_ledger(run_dir: str | Path) -> tuple[Ledger, dict]:
-    """The ledger saved in a run folder's ``results.json`` (key ``ledger``) and the results."""
+    """The ledger saved in a run folder's ``results.json`` (key ``ledger``) and the results.
+
+    A missing, unreadable or malformed file raises :class:`ReportError` naming it."""
     path = Path(run_dir) / "results.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: pass the folder of a finished `npusim train`")
-    results = json.loads(path.read_text())
-    if "ledger" not in results:
-        raise ValueError(f"{path} has no 'ledger' entry; re-run training with this npusim")
-    return Ledger.from_dict(results["ledger"]), results
+    if not path.is_file():
+        raise ReportError(f"{path} not found: pass the folder of a finished `npusim train`")
+    try:
+        results = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ReportError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(results, dict) or "ledger" not in results:
+        raise ReportError(f"{path} has no 'ledger' entry; re-run training with this npusim")
+    try:
+        ledger = Ledger.from_dict(results["ledger"])
+    except LedgerError as err:
+        raise ReportError(f"{path}: ledger {err}") from None
+    if not ledger.sizes:
+        raise ReportError(f"{path}: the ledger counted nothing; train for at least one epoch")
+    return ledger, results

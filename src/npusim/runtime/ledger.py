@@ -40,11 +40,13 @@ DACs belong to array 0). Counts are Python ints (exact on resume); times are sec
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor
 
+from npusim.core.errors import NpusimError
 from npusim.core.interfaces import GradientEstimate, Network, Synapses
 from npusim.core.phases import PHASES, Phase
 
@@ -64,6 +66,49 @@ LAYER_COUNTERS: tuple[str, ...] = (
 )
 PHASE_COUNTERS: tuple[str, ...] = ("samples", "relaxations", "sweeps", "updates", "power_measured")
 PHASE_FLOATS: tuple[str, ...] = ("settle_s", "power_w_samples")
+
+
+class LedgerError(NpusimError, ValueError):
+    """A saved ledger is malformed; the message names the entry."""
+
+
+# scalar settings of a saved ledger: key -> (kind, default)
+_SCALARS: dict[str, tuple[str, object]] = {
+    "word_bytes": ("count", 1),
+    "convert_every_sweep": ("bool", False),
+    "update_mode": ("str", "digital"),
+    "power_scale_w": ("number?", None),
+    "power_samples": ("count", 16),
+    "power_every": ("count", 100),
+    "device_pulses_seen": ("count", 0),
+    "device_resets_seen": ("count", 0),
+}
+
+
+def _is_count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_scalar(key: str, v: object, kind: str) -> object:
+    if kind == "count" and _is_count(v):
+        return int(v)
+    if kind == "bool" and isinstance(v, bool):
+        return v
+    if kind == "str" and isinstance(v, str):
+        return v
+    if kind == "number?" and (v is None or (_is_number(v) and math.isfinite(v) and v >= 0)):
+        return None if v is None else float(v)
+    want = {
+        "count": "a non-negative integer",
+        "bool": "true or false",
+        "str": "a string",
+        "number?": "null or a non-negative finite number",
+    }[kind]
+    raise LedgerError(f"{key}: expected {want}, got {v!r}")
 
 
 def _zeros(n: int) -> list[int]:
@@ -356,46 +401,60 @@ class Ledger:
 
     @classmethod
     def from_dict(cls, d: dict) -> Ledger:
-        """Inverse of :meth:`to_dict`."""
-        unknown = set(d) - {
-            "word_bytes",
-            "convert_every_sweep",
-            "update_mode",
-            "power_scale_w",
-            "power_samples",
-            "power_every",
-            "device_pulses_seen",
-            "device_resets_seen",
-            "sizes",
-            "logical_sizes",
-            "layers",
-            "phases",
-        }
+        """Inverse of :meth:`to_dict`. A malformed dict (a damaged ``results.json`` or
+        checkpoint) raises :class:`LedgerError` naming the entry; counters a ledger saved by an
+        older npusim lacks start at 0."""
+        if not isinstance(d, dict):
+            raise LedgerError(f"a ledger is a JSON object, got {type(d).__name__}")
+        unknown = set(d) - set(_SCALARS) - {"sizes", "logical_sizes", "layers", "phases"}
         if unknown:
-            raise ValueError(f"unknown ledger keys {sorted(unknown)}")
-        return cls(
-            word_bytes=int(d.get("word_bytes", 1)),
-            convert_every_sweep=bool(d.get("convert_every_sweep", False)),
-            update_mode=str(d.get("update_mode", "digital")),
-            power_scale_w=None if d.get("power_scale_w") is None else float(d["power_scale_w"]),
-            power_samples=int(d.get("power_samples", 16)),
-            power_every=int(d.get("power_every", 100)),
-            device_pulses_seen=int(d.get("device_pulses_seen", 0)),
-            device_resets_seen=int(d.get("device_resets_seen", 0)),
-            sizes=[int(n) for n in d.get("sizes", [])],
-            logical_sizes=[int(n) for n in d.get("logical_sizes", [])],
-            layers={  # counters a ledger saved by an older npusim lacks start at 0
-                p: {
-                    **{c: _zeros(len(next(iter(lay.values()), []))) for c in LAYER_COUNTERS},
-                    **{c: [int(x) for x in v] for c, v in lay.items()},
-                }
-                for p, lay in d.get("layers", {}).items()
-            },
-            phases={
-                p: {c: (float(v) if c in PHASE_FLOATS else int(v)) for c, v in ph.items()}
-                for p, ph in d.get("phases", {}).items()
-            },
-        )
+            raise LedgerError(f"unknown ledger keys {sorted(unknown)}")
+        kw: dict = {}
+        for key, (kind, default) in _SCALARS.items():
+            kw[key] = _check_scalar(key, d.get(key, default), kind)
+        if kw["update_mode"] not in ("digital", "outer"):
+            raise LedgerError(f"update_mode: 'digital' or 'outer', got {kw['update_mode']!r}")
+        for key in ("sizes", "logical_sizes"):
+            vals = d.get(key, [])
+            if not isinstance(vals, list) or not all(_is_count(n) and n >= 1 for n in vals):
+                raise LedgerError(f"{key}: expected a list of positive integers, got {vals!r}")
+            kw[key] = [int(n) for n in vals]
+        nl = max(len(kw["sizes"]) - 1, 0)
+        layers, phases = d.get("layers", {}), d.get("phases", {})
+        for name, table in (("layers", layers), ("phases", phases)):
+            if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+                raise LedgerError(f"{name}: expected an object of phases, each an object")
+            bad = sorted(set(table) - set(PHASES))
+            if bad:
+                raise LedgerError(f"{name}: unknown phases {bad}; expected some of {PHASES}")
+        kw["layers"] = {}
+        for p, lay in layers.items():
+            counts = {c: _zeros(nl) for c in LAYER_COUNTERS}
+            for c, v in lay.items():
+                ok = isinstance(v, list) and len(v) == nl and all(_is_count(x) for x in v)
+                if c not in LAYER_COUNTERS or not ok:
+                    raise LedgerError(
+                        f"layers.{p}.{c}: expected one of {LAYER_COUNTERS} holding {nl} "
+                        f"non-negative integers, got {v!r}"
+                    )
+                counts[c] = [int(x) for x in v]
+            kw["layers"][p] = counts
+        kw["phases"] = {}
+        for p, ph in phases.items():
+            vals: dict[str, float] = {c: 0 for c in PHASE_COUNTERS + PHASE_FLOATS}
+            for c, v in ph.items():
+                if c in PHASE_FLOATS:
+                    ok = _is_number(v) and math.isfinite(v) and v >= 0
+                else:
+                    ok = c in PHASE_COUNTERS and _is_count(v)
+                if not ok:
+                    raise LedgerError(
+                        f"phases.{p}.{c}: expected one of {PHASE_COUNTERS + PHASE_FLOATS} "
+                        f"holding a non-negative finite number, got {v!r}"
+                    )
+                vals[c] = float(v) if c in PHASE_FLOATS else int(v)
+            kw["phases"][p] = vals
+        return cls(**kw)
 
     def load_dict(self, d: dict) -> None:
         """Replace this ledger's state with a saved one (checkpoint resume)."""

@@ -9,6 +9,7 @@ import pytest
 
 from npusim.cli.chip_commands import parse_duration
 from npusim.cli.main import main
+from npusim.runtime.run import load_checkpoint
 
 SMALL = ["--dataset", "digits", "--hidden", "16", "--epochs", "1", "--no-progress"]
 
@@ -63,8 +64,8 @@ def test_resume_on_a_device_chip_is_exact(tmp_path):
     assert main([*base, "--epochs", "2", "--out", str(tmp_path / "a")]) == 0
     assert main([*base, "--epochs", "1", "--out", str(tmp_path / "b")]) == 0
     assert main([*base, "--epochs", "2", "--out", str(tmp_path / "b"), "--resume"]) == 0
-    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    a = load_checkpoint(tmp_path / "a")
+    b = load_checkpoint(tmp_path / "b")
     for pa, pb in zip(a["params"], b["params"]):
         assert torch.equal(pa, pb)
     ra = json.loads((tmp_path / "a" / "results.json").read_text())

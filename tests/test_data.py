@@ -15,7 +15,7 @@ def _write_idx(path, arr: np.ndarray, compress: bool = False, truncate: int = 0)
     (gzip.open if compress else open)(path, "wb").write(raw)
 
 
-def _mnist_folder(tmp_path, n_train=60, n_test=20, compress=True):
+def _mnist_folder(tmp_path, n_train=120, n_test=20, compress=True):
     rng = np.random.default_rng(0)
     sfx = ".gz" if compress else ""
     for prefix, n in (("train", n_train), ("t10k", n_test)):
@@ -49,7 +49,7 @@ def test_builtin_splits_are_fixed_disjoint_and_stratified(name, sizes):
 def test_idx_folder_round_trip(tmp_path, compress):
     folder = _mnist_folder(tmp_path, compress=compress)
     d = load_dataset("mnist", folder)
-    assert len(d.x_train) + len(d.x_val) == 60 and len(d.x_test) == 20
+    assert len(d.x_train) + len(d.x_val) == 120 and len(d.x_val) > 0 and len(d.x_test) == 20
     assert d.x_train.shape[1] == 784 and d.image_shape == (28, 28)
     raw = read_idx(folder / ("t10k-images-idx3-ubyte" + (".gz" if compress else "")))
     assert torch.allclose(d.x_test, torch.from_numpy(raw.reshape(20, -1) / 255.0).float())

@@ -53,7 +53,7 @@ def test_load_run_ledger(tmp_path):
 def test_report_command_on_a_run_folder(tmp_path):
     import argparse
 
-    from npusim.report.command import add_report_args, run_report
+    from npusim.cli.report_command import add_report_args, run_report
 
     led = dhn_ledger()
     config = {"chip": "rram"}

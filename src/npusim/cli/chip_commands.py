@@ -6,8 +6,17 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import re
 from pathlib import Path
+
+from npusim.cli.options import (
+    CliError,
+    add_train_args,
+    check_chip_arg,
+    config_from_args,
+    set_threads,
+)
 
 _UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 3.15576e7}
 
@@ -19,7 +28,10 @@ def parse_duration(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"expected a time like 1h, 1d, 1y, 30min or 10s, got {text!r}"
         )
-    return float(m.group(1)) * _UNITS.get(m.group(2), 1.0)
+    seconds = float(m.group(1)) * _UNITS.get(m.group(2), 1.0)
+    if not math.isfinite(seconds):
+        raise argparse.ArgumentTypeError(f"expected a finite time, got {text!r}")
+    return seconds
 
 
 def _labelled_duration(text: str) -> tuple[str, float]:
@@ -58,42 +70,39 @@ def run_eval(a: argparse.Namespace) -> int:
     from npusim.chip import load_chip
     from npusim.devices import make_synapses
     from npusim.devices.converters import periphery_for
-    from npusim.runtime.config import TrainConfig
-    from npusim.runtime.io import atomic_json
-    from npusim.runtime.run import load_checkpoint
-    from npusim.runtime.train import Trainer
+    from npusim.runtime.config import SEED_MAX
+    from npusim.runtime.io import RunLock, atomic_json
+    from npusim.runtime.run import CHECKPOINT, EVAL, RunError, read_eval, resume_trainer
 
+    if not 0 <= a.seed <= SEED_MAX:
+        raise CliError(f"--seed must be in [0, {SEED_MAX}], got {a.seed}")
+    if not (a.run / CHECKPOINT).is_file():
+        raise RunError(f"{a.run} is not a run folder of 'npusim train' (no {CHECKPOINT})")
+    check_chip_arg(a.chip)
     times = a.after
-    if not (a.run / "checkpoint.pt").is_file():
-        raise ValueError(f"{a.run} is not a run folder of 'npusim train' (no checkpoint.pt)")
-    ckpt = load_checkpoint(a.run)
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    tr = Trainer(cfg)
-    tr.load_checkpoint(ckpt)
-    chip = a.chip or cfg.chip
-    params = tr.model.params()
-    syn = tr.synapses
-    if syn is None or chip != cfg.chip:  # program the trained weights onto a fresh chip
-        syn = make_synapses(load_chip(chip), params, tr.model.signed, seed=cfg.seed)
-        conv = load_chip(chip).converters
-        tr.use_periphery(periphery_for(conv, tr.model.normalised_states))
-    programmed = [p.clone() for p in params]
-    rows = []
-    for label, seconds in times:
-        syn.read(seconds, torch.Generator().manual_seed(a.seed), out=params)
-        err = tr.evaluate(a.split)
-        rows.append({"after": label, "seconds": seconds, f"{a.split}_error": err})
-        print(f"{chip}: after {label:>6}  {a.split} error {100 * err:6.2f}%", flush=True)
-    for p, q in zip(params, programmed, strict=True):
-        p.copy_(q)
-    path = a.run / "eval.json"
-    old = {}
-    if path.is_file():
-        import json
-
-        old = json.loads(path.read_text())
-    old[chip] = {"chip": load_chip(chip).name, "split": a.split, "results": rows}
-    atomic_json(old, path)
+    with RunLock(a.run):
+        old = read_eval(a.run)  # a damaged eval.json is refused before any work
+        tr, _, _ = resume_trainer(a.run)
+        cfg = tr.cfg
+        chip = a.chip or cfg.chip
+        params = tr.model.params()
+        syn = tr.synapses
+        if syn is None or chip != cfg.chip:  # program the trained weights onto a fresh chip
+            spec = load_chip(chip)
+            syn = make_synapses(spec, params, tr.model.signed, seed=cfg.seed)
+            tr.use_periphery(periphery_for(spec.converters, tr.model.normalised_states))
+        programmed = [p.clone() for p in params]
+        rows = []
+        for label, seconds in times:
+            syn.read(seconds, torch.Generator().manual_seed(a.seed), out=params)
+            err = tr.evaluate(a.split)
+            rows.append({"after": label, "seconds": seconds, f"{a.split}_error": err})
+            print(f"{chip}: after {label:>6}  {a.split} error {100 * err:6.2f}%", flush=True)
+        for p, q in zip(params, programmed, strict=True):
+            p.copy_(q)
+        path = a.run / EVAL
+        old[chip] = {"chip": load_chip(chip).name, "split": a.split, "results": rows}
+        atomic_json(old, path)
     print(f"wrote {path}")
     return 0
 
@@ -101,36 +110,49 @@ def run_eval(a: argparse.Namespace) -> int:
 # ---- sweep ----------------------------------------------------------------------------
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
     """Train once per value of one chip parameter; table and plot of test error against it."""
-    from npusim.cli.main import add_train_args
-
     add_train_args(p)
     p.add_argument("--param", required=True, help="dotted chip key, e.g. device.n_states")
     p.add_argument("--values", required=True, help="comma-separated values, e.g. 4,16,64,256,1024")
 
 
 def run_sweep(a: argparse.Namespace) -> int:
+    import dataclasses
     import time
 
     from npusim.chip import load_chip, spec_to_toml
-    from npusim.cli.main import config_from_args
     from npusim.runtime.io import atomic_write
-    from npusim.runtime.run import RESULTS, train_run
+    from npusim.runtime.run import train_run
 
-    base = load_chip(a.chip)
+    if a.resume:
+        raise CliError("sweep resumes the runs it finds in --out by itself; drop --resume")
+    set_threads(a.threads)
+    cfg = config_from_args(a)
+    check_chip_arg(cfg.chip)
+    base = load_chip(cfg.chip)
     values = [_value(v) for v in a.values.split(",") if v.strip()]
     if not values:
-        raise ValueError("--values needs at least one value")
+        raise CliError("--values needs at least one value")
     specs = [base.replace(**{a.param: v}) for v in values]  # validate all before training
     out = a.out or a.runs / f"{time.strftime('%Y%m%d-%H%M%S')}-sweep-{a.param}"
-    rows = []
-    for value, spec in zip(values, specs, strict=True):
+    plan = []
+    for value, spec in zip(values, specs, strict=True):  # check every reused run first
         sub = out / f"{a.param}={value}".replace("/", "_").replace(" ", "")
-        sub.mkdir(parents=True, exist_ok=True)
-        (sub / "chip.toml").write_text(spec_to_toml(spec))
-        cfg = config_from_args(a)
-        cfg.chip = str(sub / "chip.toml")
-        print(f"{a.param} = {value}", flush=True)
-        tr = train_run(cfg, sub, resume=(sub / RESULTS).is_file(), progress=not a.no_progress)
+        toml = spec_to_toml(spec)
+        sub_cfg = dataclasses.replace(cfg, chip=str(sub / "chip.toml"))
+        plan.append((value, sub, toml, sub_cfg, _reusable(sub, toml, sub_cfg)))
+    rows = []
+    for value, sub, toml, sub_cfg, reuse in plan:
+        if not reuse:
+            sub.mkdir(parents=True, exist_ok=True)
+            atomic_write(sub / "chip.toml", lambda f, t=toml: f.write(t.encode()))
+        print(f"{a.param} = {value}" + (" (continuing the run found there)" if reuse else ""))
+        tr = train_run(
+            sub_cfg,
+            sub,
+            resume=reuse,
+            epochs=sub_cfg.epochs if reuse else None,
+            progress=not a.no_progress,
+        )
         best = tr.best
         stats = tr.synapses.pulse_stats() if tr.synapses is not None else {}
         rows.append(
@@ -148,6 +170,32 @@ def run_sweep(a: argparse.Namespace) -> int:
     _plot(rows, a.param, base.name, out / "sweep.png", atomic_write)
     print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.md'}, {out / 'sweep.png'}")
     return 0
+
+
+def _reusable(sub: Path, toml: str, cfg) -> bool:
+    """Whether ``sub`` holds a run of exactly this chip and configuration (then the sweep
+    continues it); refuses a run made with anything else, naming what differs."""
+    from npusim.runtime.config import TrainConfig
+    from npusim.runtime.run import CHECKPOINT, RESULTS, RunError, config_conflicts, load_checkpoint
+
+    if not (sub / CHECKPOINT).is_file():
+        if (sub / RESULTS).exists():
+            raise RunError(f"{sub} holds results.json but no checkpoint; move or delete it")
+        return False
+    stored = TrainConfig.from_dict(load_checkpoint(sub)["config"])
+    asked = cfg.to_dict()
+    bad = config_conflicts(stored, {k: v for k, v in asked.items() if k != "epochs"})
+    if stored.epochs > cfg.epochs:
+        bad.append(f"--epochs {cfg.epochs} (stored: {stored.epochs})")
+    chip_file = sub / "chip.toml"
+    if not chip_file.is_file() or chip_file.read_text(encoding="utf-8", errors="replace") != toml:
+        bad.append("the chip (its chip.toml differs from this sweep's)")
+    if bad:
+        raise RunError(
+            f"sweep: {sub} holds a run made with another configuration ({'; '.join(bad)}); "
+            "choose another --out or delete that folder"
+        )
+    return True
 
 
 def _standard_error(p: float, n: int) -> float:

@@ -42,6 +42,27 @@ class Dataset:
     num_classes: int
     image_shape: tuple[int, int]
 
+    def __post_init__(self) -> None:
+        """Refuse an empty split, mismatched shapes, inputs outside [0, 1] or bad labels."""
+        n_feat = int(self.x_train.shape[1]) if self.x_train.dim() == 2 else -1
+        for split in ("train", "val", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            what = f"dataset {self.name!r}: the {split} split"
+            if len(y) == 0:
+                raise DatasetError(f"{what} is empty; give more samples")
+            if x.dim() != 2 or x.shape[1] != n_feat or y.dim() != 1 or len(x) != len(y):
+                raise DatasetError(
+                    f"{what} has inputs {tuple(x.shape)} and labels {tuple(y.shape)}"
+                )
+            if not bool(torch.isfinite(x).all()) or x.min() < 0 or x.max() > 1:
+                raise DatasetError(f"{what} has inputs outside [0, 1]")
+            if y.min() < 0 or y.max() >= self.num_classes:
+                raise DatasetError(f"{what} has labels outside 0..{self.num_classes - 1}")
+        if self.image_shape[0] * self.image_shape[1] != n_feat:
+            raise DatasetError(
+                f"dataset {self.name!r}: images {self.image_shape} do not hold {n_feat} inputs"
+            )
+
     @property
     def num_features(self) -> int:
         return int(self.x_train.shape[1])
@@ -49,7 +70,7 @@ class Dataset:
     def split(self, name: str) -> tuple[Tensor, Tensor]:
         """(inputs, labels) of ``train``, ``val`` or ``test``."""
         if name not in ("train", "val", "test"):
-            raise ValueError(f"split must be train, val or test, got {name!r}")
+            raise DatasetError(f"split must be train, val or test, got {name!r}")
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
 

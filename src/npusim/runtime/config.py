@@ -1,16 +1,20 @@
-"""Training configuration: one validated dataclass, with per-model defaults."""
+"""Training configuration: one dataclass whose field metadata is the table of every option.
+
+Each field of :class:`TrainConfig` carries its type, allowed range or choices, unit and help
+(see :func:`option`). :meth:`TrainConfig.validate` checks every field against that table, and the
+``npusim train`` options, their help and their parsing are generated from it, so an option is
+declared once.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from typing import Any
 
 from npusim.core.errors import NpusimError
 from npusim.data.datasets import DATASETS
 from npusim.learning.estimators import ALGORITHMS, VARIANTS
-
-MODELS = ("dhn", "drn")
-DIODES = ("ideal", "shockley")
 
 # Defaults per model, chosen on the validation split of mnist5k (see README).
 MODEL_DEFAULTS: dict[str, dict] = {
@@ -31,42 +35,125 @@ MODEL_DEFAULTS: dict[str, dict] = {
         "lr_decay": 0.99,
     },
 }
+MODELS = tuple(MODEL_DEFAULTS)
+DIODES = ("ideal", "shockley")
+SEED_MAX = 2**32 - 1
 
 
 class ConfigError(NpusimError, ValueError):
     """A training option is invalid; the message names it and the allowed values."""
 
 
+def option(
+    default: Any = None,
+    *,
+    kind: type | str,
+    help: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    unit: str = "",
+    choices: tuple[str, ...] | None = None,
+    flag: str | None = None,
+    length: tuple[int, int] | None = None,
+    factory: Any = None,
+    default_text: str | None = None,
+) -> Any:
+    """A :class:`TrainConfig` field and its row of the option table.
+
+    ``kind``: ``int``, ``float``, ``str``, ``"ints"`` or ``"floats"`` (lists; each element is
+    range-checked, ``length`` bounds the count). ``lo``/``hi``: the allowed range (closed unless
+    ``lo_open``/``hi_open``); floats must be finite. ``flag``: the command-line option (default
+    ``--field-name``). A ``None`` default means "the model's default" (:data:`MODEL_DEFAULTS`).
+    """
+    meta = {
+        "kind": kind,
+        "help": help,
+        "lo": lo,
+        "hi": hi,
+        "lo_open": lo_open,
+        "hi_open": hi_open,
+        "unit": unit,
+        "choices": choices,
+        "flag": flag,
+        "length": length,
+        "default_text": default_text,
+    }
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. ``None`` means "the model's default"."""
 
-    dataset: str = "mnist5k"
-    data_dir: str | None = None
-    model: str = "dhn"
-    hidden: list[int] = field(default_factory=lambda: [1024])
-    algorithm: str = "eqprop"
-    variant: str = "centered"
-    beta: float | None = None
-    sweeps: int | None = None
-    free_sweeps: int | None = None
-    batch_size: int | None = None
-    lrs: list[float] | None = None
-    momentum: float = 0.0
-    lr_decay: float | None = None
-    weight_decay: float = 0.0
-    epochs: int | None = None
-    seed: int = 0
-    input_gain: float = 480.0
-    diode: str = "ideal"
-    augment: int | None = None
-    chip: str = "ideal"
-    eval_batch: int = 1000
+    dataset: str = option("mnist5k", kind=str, choices=DATASETS, help="dataset")
+    data_dir: str | None = option(kind=str, help="folder with IDX files (mnist, fashion-mnist)")
+    model: str = option("dhn", kind=str, choices=MODELS, help="network")
+    hidden: list[int] = option(
+        kind="ints",
+        factory=lambda: [1024],
+        lo=2,
+        hi=65536,
+        length=(1, 16),
+        help="hidden sizes, e.g. 1024 or 512,256",
+    )
+    algorithm: str = option("eqprop", kind=str, choices=ALGORITHMS, help="learning rule")
+    variant: str = option("centered", kind=str, choices=VARIANTS, help="EqProp nudging")
+    beta: float | None = option(kind=float, lo=0, hi=1e3, lo_open=True, help="nudging strength β")
+    sweeps: int | None = option(kind=int, lo=1, hi=100_000, help="relaxation sweeps per phase")
+    free_sweeps: int | None = option(
+        kind=int, lo=1, hi=100_000, help="sweeps of the free phase and inference"
+    )
+    batch_size: int | None = option(kind=int, lo=1, hi=65536, help="samples per update")
+    lrs: list[float] | None = option(
+        kind="floats",
+        lo=0,
+        length=(1, 17),
+        flag="--lr",
+        help="learning rate(s), one for all or one per weight layer",
+    )
+    momentum: float = option(0.0, kind=float, lo=0, hi=1, hi_open=True, help="SGD momentum")
+    lr_decay: float | None = option(
+        kind=float, lo=0, hi=1, lo_open=True, help="learning-rate factor per epoch"
+    )
+    weight_decay: float = option(0.0, kind=float, lo=0, hi=1e3, help="L2 weight decay λ")
+    epochs: int | None = option(kind=int, lo=1, hi=100_000, help="epochs (total)")
+    seed: int = option(0, kind=int, lo=0, hi=SEED_MAX, help="seed of initialisation and order")
+    input_gain: float = option(
+        480.0,
+        kind=float,
+        lo=1e-3,
+        hi=1e5,
+        unit="V per unit input",
+        help="DRN input gain",
+    )
+    diode: str = option(
+        "ideal",
+        kind=str,
+        choices=DIODES,
+        help="DRN diodes: ideal, or Shockley (Is 1e-12 A, n 1, 27 °C)",
+    )
+    augment: int | None = option(
+        kind=int,
+        lo=0,
+        hi=4,
+        unit="pixels",
+        help="random shift of training images",
+        default_text="1; digits 0",
+    )
+    chip: str = option(
+        "ideal", kind=str, help="chip preset (ideal, rram, pcm, ecram) or a .toml file"
+    )
+    eval_batch: int = option(1000, kind=int, lo=1, hi=1_000_000, help="samples per evaluation")
 
     def resolved(self) -> TrainConfig:
         """A copy with every ``None`` replaced by the model's default, validated."""
         if self.model not in MODELS:
             raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        self.validate(partial=True)
         d = MODEL_DEFAULTS[self.model]
         out = TrainConfig(**asdict(self))
         if out.augment is None:  # shift 28×28 images by up to 1 pixel; 8×8 digits not at all
@@ -74,51 +161,36 @@ class TrainConfig:
         for key in ("beta", "sweeps", "batch_size", "epochs", "lr_decay"):
             if getattr(out, key) is None:
                 setattr(out, key, d[key])
+        n = len(out.hidden) + 1
         if out.lrs is None:
-            n = len(out.hidden) + 1
             base = d["lrs"]
             out.lrs = [base[0]] * (n - 1) + [base[-1]]
+        elif len(out.lrs) == 1:  # one learning rate for every weight layer
+            out.lrs = list(out.lrs) * n
         out.validate()
         return out
 
-    def validate(self) -> None:
+    def validate(self, partial: bool = False) -> None:
+        """Check every field against its row of the table, then the rules that join fields.
+        ``partial``: ``None`` (the model's default) is allowed where the default is ``None``."""
+        for f in fields(self):
+            check_field(f, getattr(self, f.name), allow_none=partial or f.default is None)
+        if partial:
+            return
+
         def need(ok: bool, key: str, allowed: str) -> None:
             if not ok:
-                raise ConfigError(f"{key}={getattr(self, key)!r} is invalid: allowed {allowed}")
+                raise ConfigError(f"{describe(key)}={getattr(self, key)!r} is invalid: {allowed}")
 
-        need(self.dataset in DATASETS, "dataset", ", ".join(DATASETS))
-        need(self.algorithm in ALGORITHMS, "algorithm", ", ".join(ALGORITHMS))
-        need(self.variant in VARIANTS, "variant", ", ".join(VARIANTS))
-        need(len(self.hidden) >= 1 and all(h >= 2 for h in self.hidden), "hidden", "sizes >= 2")
-        need(self.beta is not None and 0 < self.beta < math.inf, "beta", "a number > 0")
-        need(self.sweeps is not None and self.sweeps >= 1, "sweeps", "an integer >= 1")
-        need(self.free_sweeps is None or self.free_sweeps >= 1, "free_sweeps", "an integer >= 1")
-        need(self.batch_size is not None and self.batch_size >= 1, "batch_size", "integer >= 1")
-        need(self.epochs is not None and self.epochs >= 1, "epochs", "an integer >= 1")
-        need(0.0 <= self.momentum < 1.0, "momentum", "[0, 1)")
-        need(
-            self.lr_decay is not None and 0.0 < self.lr_decay <= 1.0,
-            "lr_decay",
-            "(0, 1] (learning-rate factor per epoch)",
-        )
-        need(self.weight_decay >= 0.0, "weight_decay", ">= 0")
-        need(self.input_gain > 0.0, "input_gain", "> 0")
-        need(self.diode in DIODES, "diode", ", ".join(DIODES))
         need(self.diode == "ideal" or self.model == "drn", "diode", "shockley only with model drn")
-        need(
-            self.augment is not None and 0 <= self.augment <= 4,
-            "augment",
-            "0..4 pixels of random shift",
-        )
-        need(self.eval_batch >= 1, "eval_batch", "an integer >= 1")
         n = len(self.hidden) + 1
         need(
-            self.lrs is not None and len(self.lrs) == n and all(lr >= 0 for lr in self.lrs),
+            self.lrs is not None and len(self.lrs) == n,
             "lrs",
-            f"{n} learning rates >= 0 (one per weight layer)",
+            f"give 1 or {n} learning rates (one per weight layer)",
         )
         if self.model == "dhn" and self.algorithm == "eqprop":
-            need(self.beta < 1.0, "beta", "(0, 1) for the DHN (output curvature is 1)")
+            need(self.beta < 1.0, "beta", "allowed (0, 1) for the DHN (output curvature is 1)")
 
     @property
     def inference_sweeps(self) -> int:
@@ -128,9 +200,95 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
+    def from_dict(cls, d: Any) -> TrainConfig:
+        """A configuration from a dict (results.json, a checkpoint); unknown keys are errors."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a configuration must be a table of options, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ConfigError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
+            raise ConfigError(f"unknown configuration keys: {', '.join(sorted(map(str, unknown)))}")
+        cfg = cls(**d)
+        cfg.validate(partial=True)
+        return cfg
+
+
+FIELDS: dict[str, Field] = {f.name: f for f in fields(TrainConfig)}
+
+
+def flag_of(f: Field) -> str:
+    """The command-line option of a field (``lrs``: ``--lr``; ``batch_size``: ``--batch-size``)."""
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
+def describe(key: str) -> str:
+    """``key (--flag)`` for messages that reach both file and command-line users."""
+    return f"{key} ({flag_of(FIELDS[key])})"
+
+
+def allowed(f: Field, unit: bool = True) -> str:
+    """The allowed values of a field in words, e.g. ``an integer in [1, 100000]``."""
+    m = f.metadata
+    if m["choices"]:
+        return "one of " + ", ".join(m["choices"])
+    kind = m["kind"]
+    noun = {
+        int: "an integer",
+        float: "a finite number",
+        str: "a non-empty text",
+        "ints": "integers",
+        "floats": "finite numbers",
+    }[kind]
+    lo, hi = m["lo"], m["hi"]
+    if lo is not None and hi is not None:
+        left, right = "(" if m["lo_open"] else "[", ")" if m["hi_open"] else "]"
+        rng = f" in {left}{_num(lo)}, {_num(hi)}{right}"
+    elif lo is not None:
+        rng = f" {'>' if m['lo_open'] else '>='} {_num(lo)}"
+    elif hi is not None:
+        rng = f" {'<' if m['hi_open'] else '<='} {_num(hi)}"
+    else:
+        rng = ""
+    if m["length"]:
+        a, b = m["length"]
+        noun = f"{a} to {b} {noun}"
+    return noun + rng + (f" ({m['unit']})" if unit and m["unit"] else "")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
+
+
+def _scalar_ok(f: Field, v: Any) -> bool:
+    m = f.metadata
+    kind = {"ints": int, "floats": float}.get(m["kind"], m["kind"])
+    if isinstance(v, bool):
+        return False
+    if kind is int and not isinstance(v, int):
+        return False
+    if kind is float and not (isinstance(v, (int, float)) and math.isfinite(v)):
+        return False
+    if kind is str:
+        return isinstance(v, str) and v.strip() != "" and (not m["choices"] or v in m["choices"])
+    lo, hi = m["lo"], m["hi"]
+    if lo is not None and (v < lo or (m["lo_open"] and v == lo)):
+        return False
+    return not (hi is not None and (v > hi or (m["hi_open"] and v == hi)))
+
+
+def check_field(f: Field, value: Any, allow_none: bool = False) -> None:
+    """Raise :class:`ConfigError` naming the field, its option and the allowed values unless
+    ``value`` fits the field's row of the table."""
+    if value is None and (allow_none or (f.default is None and f.default_factory is MISSING)):
+        return
+    if f.metadata["kind"] in ("ints", "floats"):
+        a, b = f.metadata["length"]
+        ok = (
+            isinstance(value, (list, tuple))
+            and a <= len(value) <= b
+            and all(_scalar_ok(f, v) for v in value)
+        )
+    else:
+        ok = _scalar_ok(f, value)
+    if not ok:
+        raise ConfigError(f"{describe(f.name)}={value!r} is invalid: allowed {allowed(f)}")

@@ -1,28 +1,70 @@
-"""A whole training run on disk: run folder, progress, checkpoints, results.json, curve PNG."""
+"""A whole training run on disk: run folder, lock, progress, checkpoints, results.json, curve PNG,
+and the readers of a run folder's files (each refuses a damaged or foreign file with one
+:class:`RunError` naming it)."""
 
 from __future__ import annotations
 
+import enum
+import hashlib
+import io
+import math
+import struct
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
-from npusim.core.errors import NpusimError
-from npusim.runtime.config import TrainConfig
-from npusim.runtime.io import atomic_json, atomic_write
+from npusim.core.phases import PHASES
+from npusim.runtime.config import ConfigError, TrainConfig, flag_of
+from npusim.runtime.io import (
+    RunError,
+    RunLock,
+    atomic_json,
+    atomic_write,
+    clean_temp_files,
+    read_json,
+)
+from npusim.runtime.ledger import LAYER_COUNTERS, PHASE_COUNTERS, PHASE_FLOATS, Ledger
 from npusim.runtime.train import EpochRecord, Trainer
+
+__all__ = [
+    "CHECKPOINT",
+    "CURVE",
+    "EVAL",
+    "RESULTS",
+    "RunError",
+    "TrainingDiverged",
+    "check_resume_options",
+    "config_conflicts",
+    "load_checkpoint",
+    "read_eval",
+    "read_ledger",
+    "read_results",
+    "save_checkpoint",
+    "train_run",
+]
 
 CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.json"
+EVAL = "eval.json"
 CURVE = "learning_curve.png"
+FORMAT = "npusim-checkpoint"
+VERSION = 1
+RUNAWAY = 1e6  # weights beyond this many times their initial largest magnitude have run away
+GROWTH = 10.0  # at chance-level error, weights grown this many times mean a collapse
+CHANCE_MARGIN = 0.02  # train error within this of chance (1 - 1/classes) is chance
 
 
-class RunError(NpusimError, RuntimeError):
-    """A run folder cannot be used as asked (exists, or has nothing to resume)."""
+class TrainingDiverged(RunError):
+    """Training ran away (non-finite or exploding weights) or collapsed to chance."""
 
 
+# ---- folders -------------------------------------------------------------------------------
 def new_run_dir(root: Path, cfg: TrainConfig) -> Path:
     """A fresh folder ``root/YYYYmmdd-HHMMSS-model-dataset[-n]`` that never reuses a name."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -44,14 +86,321 @@ def check_fresh(out: Path) -> None:
             )
 
 
+# ---- checkpoints: weights-only pickle, checksummed --------------------------------------------
+def _encode(x: Any) -> Any:
+    """Checkpoint state in types a weights-only load accepts (numpy arrays become tagged lists
+    of Python numbers, numpy scalars Python numbers)."""
+    if isinstance(x, np.ndarray):
+        return {"__ndarray__": x.dtype.str, "shape": list(x.shape), "values": x.ravel().tolist()}
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, enum.Enum):  # e.g. Phase keys of the ledger: their plain values
+        return _encode(x.value)
+    if isinstance(x, dict):
+        return {_encode(k): _encode(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_encode(v) for v in x)
+    return x
+
+
+def _decode(x: Any, path: Path) -> Any:
+    if isinstance(x, dict):
+        if "__ndarray__" in x:
+            try:
+                dtype = np.dtype(x["__ndarray__"])
+                if dtype.kind not in "biuf":
+                    raise TypeError(f"dtype {dtype} not allowed")
+                return np.array(x["values"], dtype=dtype).reshape(x["shape"])
+            except (TypeError, ValueError, KeyError, OverflowError) as e:
+                raise RunError(f"{path}: a stored array is malformed ({e})") from None
+        return {k: _decode(v, path) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_decode(v, path) for v in x]
+    return x
+
+
+def digest(obj: Any) -> str:
+    """SHA-256 of a checkpoint's content (structure, numbers and every tensor's bytes)."""
+    h = hashlib.sha256()
+
+    def feed(x: Any) -> None:
+        if x is None:
+            h.update(b"N")
+        elif isinstance(x, bool):
+            h.update(b"B1" if x else b"B0")
+        elif isinstance(x, int):
+            h.update(b"I%d;" % x)
+        elif isinstance(x, float):
+            h.update(b"F" + struct.pack("<d", x))
+        elif isinstance(x, str):
+            b = x.encode("utf-8", "surrogatepass")
+            h.update(b"S%d;" % len(b) + b)
+        elif isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{t.dtype}{tuple(x.shape)};".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, dict):
+            h.update(b"D%d;" % len(x))
+            for k, v in x.items():
+                feed(k)
+                feed(v)
+        elif isinstance(x, (list, tuple)):
+            h.update(b"L%d;" % len(x))
+            for v in x:
+                feed(v)
+        else:
+            raise TypeError(f"cannot checksum a {type(x).__name__} in a checkpoint")
+
+    feed(obj)
+    return h.hexdigest()
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write a trainer's :meth:`~npusim.runtime.train.Trainer.checkpoint` atomically, in types a
+    weights-only load accepts, with the SHA-256 of its content."""
+    enc = _encode(state)
+    wrapper = {"format": FORMAT, "version": VERSION, "sha256": digest(enc), "state": enc}
+    buf = io.BytesIO()
+    torch.save(wrapper, buf)
+    data = buf.getvalue()
+    atomic_write(path, lambda f: f.write(data))
+
+
 def load_checkpoint(out: Path) -> dict:
-    path = out / CHECKPOINT
+    """The checkpoint of run folder ``out``, loaded without running any code from the file
+    (``weights_only``), its checksum and structure verified."""
+    path = Path(out) / CHECKPOINT
     if not path.is_file():
         raise RunError(f"nothing to resume: {path} not found")
     try:
-        return torch.load(path, weights_only=False)
-    except Exception as e:  # a damaged checkpoint is one clear error
-        raise RunError(f"cannot read checkpoint {path}: {e}") from None
+        wrapper = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # any unreadable file; weights_only never runs code from it
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+        why = next((ln for ln in lines if "Unpickler error" in ln), lines[0])
+        raise RunError(f"cannot read checkpoint {path}: {why}") from None
+    if not (isinstance(wrapper, dict) and wrapper.get("format") == FORMAT):
+        raise RunError(f"{path} is not an npusim checkpoint (or one of an older npusim)")
+    if wrapper.get("version") != VERSION or not isinstance(wrapper.get("sha256"), str):
+        raise RunError(f"{path}: unsupported checkpoint version {wrapper.get('version')!r}")
+    try:
+        ok = digest(wrapper.get("state")) == wrapper["sha256"]
+    except TypeError:
+        ok = False
+    if not ok:
+        raise RunError(f"{path} is damaged: its checksum does not match its content")
+    state = _decode(wrapper["state"], path)
+    _check_checkpoint(state, path)
+    return state
+
+
+def _finite_tensors(x: Any) -> bool:
+    return isinstance(x, list) and all(
+        isinstance(t, torch.Tensor) and t.is_floating_point() and bool(torch.isfinite(t).all())
+        for t in x
+    )
+
+
+def _check_checkpoint(ck: Any, path: Path) -> None:
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise RunError(f"{path} is not a usable checkpoint: {what}")
+
+    keys = {"config", "epoch", "params", "best_params", "history", "optim"}
+    need(isinstance(ck, dict) and keys <= set(ck), f"needs the entries {', '.join(sorted(keys))}")
+    try:
+        cfg = TrainConfig.from_dict(ck["config"]).resolved()
+    except ConfigError as e:
+        raise RunError(f"{path}: stored configuration is invalid: {e}") from None
+    epoch = ck["epoch"]
+    need(_int(epoch) and 0 <= epoch <= cfg.epochs, "epoch out of range")
+    need(_finite_tensors(ck["params"]) and len(ck["params"]) > 0, "params are not finite tensors")
+    best = ck["best_params"]
+    need(best is None or _finite_tensors(best), "best_params are not finite tensors")
+    if best is not None:
+        need([b.shape for b in best] == [p.shape for p in ck["params"]], "best_params shapes")
+    hist = ck["history"]
+    need(isinstance(hist, list) and len(hist) == epoch, "history does not match epoch")
+    for i, rec in enumerate(hist):
+        need(_check_record(rec, i + 1), f"history entry {i + 1} is malformed")
+    optim = ck["optim"]
+    need(isinstance(optim, dict) and set(optim) == {"buffers"}, "optim state is malformed")
+    need(optim["buffers"] is None or _finite_tensors(optim["buffers"]), "optim buffers")
+    syn = ck.get("synapses")
+    need(syn is None or _check_synapses(syn), "synapse state is malformed")
+    led = ck.get("ledger")
+    if led is not None:
+        check_ledger(led, path)
+
+
+def _check_synapses(s: Any) -> bool:
+    if not isinstance(s, dict) or not isinstance(s.get("kind"), str):
+        return False
+    if s["kind"] != "devices":
+        return True  # exact synapses keep no state of their own
+    ints = ("seed", "updates", "total_pulses", "refreshes", "refresh_pulses")
+    return (
+        all(_int(s.get(k)) and s[k] >= 0 for k in ints)
+        and all(
+            isinstance(s.get(k), list)
+            and all(
+                t is None or (isinstance(t, torch.Tensor) and bool(torch.isfinite(t).all()))
+                for t in s[k]
+            )
+            for k in ("rec", "c1")
+        )
+        and isinstance(s.get("scale"), list)
+        and all(_num(v) for v in s["scale"])
+        and isinstance(s.get("rng"), dict)
+    )
+
+
+def _int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _num(x: Any, lo: float = -math.inf, hi: float = math.inf) -> bool:
+    return (
+        isinstance(x, (int, float))
+        and not isinstance(x, bool)
+        and math.isfinite(x)
+        and lo <= x <= hi
+    )
+
+
+def _check_record(rec: Any, epoch: int) -> bool:
+    names = [f.name for f in fields(EpochRecord)]
+    if not isinstance(rec, dict) or set(rec) != set(names) or rec["epoch"] != epoch:
+        return False
+    errors = ("train_error", "val_error", "test_error")
+    return (
+        all(_num(rec[k], 0.0, 1.0) for k in errors)
+        and _num(rec["samples_per_s"], 0.0)
+        and _num(rec["seconds"], 0.0)
+        and all(_int(rec[k]) and rec[k] >= 0 for k in ("unconverged", "relaxations"))
+        and _int(rec["epoch"])
+    )
+
+
+def resume_trainer(
+    out: Path, *, synapses=None, ledger: Ledger | None = None
+) -> tuple[Trainer, dict, float]:
+    """A trainer restored from run folder ``out``'s checkpoint, the checkpoint, and the largest
+    initial weight magnitude of its network (the divergence check's reference)."""
+    ckpt = load_checkpoint(out)
+    tr = Trainer(TrainConfig.from_dict(ckpt["config"]), synapses=synapses, ledger=ledger)
+    w0 = _max_abs(tr.model.params())
+    shapes = [tuple(p.shape) for p in tr.model.params()]
+    if [tuple(p.shape) for p in ckpt["params"]] != shapes:
+        raise RunError(f"{out / CHECKPOINT}: its weights do not fit the network it describes")
+    try:
+        tr.load_checkpoint(ckpt)
+    except ValueError as e:  # e.g. device state saved from another chip
+        raise RunError(f"cannot resume from {out / CHECKPOINT}: {e}") from None
+    return tr, ckpt, w0
+
+
+# ---- results.json, eval.json, the ledger -----------------------------------------------------
+def check_ledger(d: Any, path: Path | str) -> Ledger:
+    """A :class:`Ledger` from its saved dict, every entry's type and range checked first."""
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise RunError(f"{path}: the ledger is malformed ({what})")
+
+    need(isinstance(d, dict), "not a table")
+    known = {f.name for f in fields(Ledger)}
+    need(set(d) <= known, f"unknown keys {sorted(map(str, set(d) - known))}")
+    for key in ("word_bytes", "power_samples", "power_every"):
+        need(key not in d or (_int(d[key]) and 1 <= d[key] <= 2**31), key)
+    need(_int(d.get("device_pulses_seen", 0)) and d.get("device_pulses_seen", 0) >= 0, "pulses")
+    need(isinstance(d.get("convert_every_sweep", False), bool), "convert_every_sweep")
+    need(d.get("update_mode", "digital") in ("digital", "outer"), "update_mode")
+    need(d.get("power_scale_w") is None or _num(d["power_scale_w"], 0.0), "power_scale_w")
+    sizes = d.get("sizes", [])
+    for key in ("sizes", "logical_sizes"):
+        v = d.get(key, [])
+        need(isinstance(v, list) and all(_int(n) and n >= 1 for n in v), key)
+        need(len(v) == 0 or len(v) >= 2, key)
+    layers, phases = d.get("layers", {}), d.get("phases", {})
+    need(isinstance(layers, dict) and isinstance(phases, dict), "layers / phases")
+    need((layers or phases) == {} or len(sizes) >= 2, "counts without sizes")
+    for p, lay in layers.items():
+        need(p in PHASES and isinstance(lay, dict) and set(lay) <= set(LAYER_COUNTERS), p)
+        for c, v in lay.items():
+            ok = isinstance(v, list) and len(v) == len(sizes) - 1
+            need(ok and all(_int(x) and x >= 0 for x in v), f"{p}.{c}")
+    for p, ph in phases.items():
+        ok = p in PHASES and isinstance(ph, dict) and set(ph) <= set(PHASE_COUNTERS + PHASE_FLOATS)
+        need(ok, p)
+        for c, v in ph.items():
+            need(_num(v, 0.0) and (c in PHASE_FLOATS or _int(v)), f"{p}.{c}")
+    return Ledger.from_dict(d)
+
+
+def read_results(out: Path) -> dict:
+    """Run folder ``out``'s ``results.json``, checked: a valid configuration, well-formed epoch
+    records, error rates in [0, 1] and a well-formed ledger (each when present)."""
+    path = Path(out) / RESULTS
+    if not path.is_file():
+        raise RunError(f"{path} not found: pass the folder of a finished 'npusim train'")
+    res = read_json(path)
+    if not isinstance(res, dict):
+        raise RunError(f"{path} is not a results table (it holds a {type(res).__name__})")
+    try:
+        TrainConfig.from_dict(res.get("config", {}))
+    except ConfigError as e:
+        raise RunError(f"{path}: stored configuration is invalid: {e}") from None
+    epochs = res.get("epochs", [])
+    if not isinstance(epochs, list) or not all(
+        _check_record(r, i + 1) for i, r in enumerate(epochs)
+    ):
+        raise RunError(f"{path}: 'epochs' is not a list of epoch records")
+    for key in ("best_val_error", "test_error", "last_test_error"):
+        if res.get(key) is not None and not _num(res[key], 0.0, 1.0):
+            raise RunError(f"{path}: {key} must be an error rate in [0, 1]")
+    if "ledger" in res:
+        check_ledger(res["ledger"], path)
+    return res
+
+
+def read_ledger(out: Path) -> tuple[Ledger, dict]:
+    """The ledger of run folder ``out`` (its results.json's ``ledger``) and the results."""
+    res = read_results(out)
+    if "ledger" not in res:
+        raise RunError(f"{Path(out) / RESULTS} has no 'ledger' entry; re-run training")
+    return check_ledger(res["ledger"], Path(out) / RESULTS), res
+
+
+def read_eval(out: Path) -> dict:
+    """Run folder ``out``'s ``eval.json`` (``{chip: {chip, split, results: [...]}}``), checked;
+    an empty dict when there is none yet."""
+    path = Path(out) / EVAL
+    if not path.exists():
+        return {}
+    data = read_json(path)
+
+    def row_ok(r: Any, split: Any) -> bool:
+        return (
+            isinstance(r, dict)
+            and isinstance(r.get("after"), str)
+            and _num(r.get("seconds"), 0.0)
+            and _num(r.get(f"{split}_error"), 0.0, 1.0)
+        )
+
+    ok = isinstance(data, dict) and all(
+        isinstance(v, dict)
+        and isinstance(v.get("chip"), str)
+        and v.get("split") in ("val", "test")
+        and isinstance(v.get("results"), list)
+        and all(row_ok(r, v["split"]) for r in v["results"])
+        for v in data.values()
+    )
+    if not ok:
+        raise RunError(
+            f"{path} is not an eval table of 'npusim eval' ({{chip: {{chip, split, results}}}}); "
+            "move or delete it"
+        )
+    return data
 
 
 def results_dict(tr: Trainer, extra: dict | None = None) -> dict:
@@ -65,9 +414,12 @@ def results_dict(tr: Trainer, extra: dict | None = None) -> dict:
         "test_error": best.test_error if best else None,
         "last_test_error": hist[-1].test_error if hist else None,
         "samples_per_s": sum(r.samples_per_s for r in hist) / len(hist) if hist else None,
+        # relaxations that stopped at their sweep cap short of the tolerance, over the run
+        "unconverged_relaxations": sum(r.unconverged for r in hist),
+        "relaxations": sum(r.relaxations for r in hist),
     }
     res["chip"] = tr.cfg.chip
-    stats = tr.synapses.pulse_stats() if hasattr(tr.synapses, "pulse_stats") else None
+    stats = tr.synapses.pulse_stats() if tr.synapses is not None else None
     res["pulses"] = stats or {"pulses_mean": 0.0, "pulses_max": 0, "pulses_total": 0}
     if tr.ledger is not None:  # event counts for `npusim report`
         res["ledger"] = tr.ledger.to_dict()
@@ -107,12 +459,83 @@ def plot_curve(history: list[EpochRecord], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+# ---- resume options, divergence ----------------------------------------------------------------
+def _same(key: str, stored: Any, given: Any) -> bool:
+    if key == "lrs" and isinstance(given, list) and len(given) == 1 and isinstance(stored, list):
+        return all(v == given[0] for v in stored)
+    if key in ("chip", "data_dir") and stored is not None and given is not None:
+        a, b = Path(str(stored)), Path(str(given))
+        if a.exists() and b.exists():
+            return a.resolve() == b.resolve()
+    return stored == given
+
+
+def _cli(value: Any) -> str:
+    """A value as it is written on the command line (lists comma-separated)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return str(value)
+
+
+def config_conflicts(stored: TrainConfig, given: dict[str, Any]) -> list[str]:
+    """``--option given (stored: value)`` for each of ``given`` that differs from ``stored``."""
+    out = []
+    for key, value in given.items():
+        old = getattr(stored, key)
+        if not _same(key, old, value):
+            flag = flag_of(next(f for f in fields(TrainConfig) if f.name == key))
+            out.append(f"{flag} {_cli(value)} (stored: {_cli(old)})")
+    return out
+
+
+def check_resume_options(stored: TrainConfig, given: dict[str, Any], out: Path) -> None:
+    """Refuse options given with ``--resume`` that contradict the run's stored configuration."""
+    bad = config_conflicts(stored, given)
+    if bad:
+        raise RunError(
+            f"--resume continues {out} with its stored configuration, which conflicts with "
+            f"{'; '.join(bad)}; drop those options or start a new run"
+        )
+
+
+def _max_abs(params: list[torch.Tensor]) -> float:
+    return max((float(p.detach().abs().max()) for p in params if p.numel()), default=0.0)
+
+
+def check_divergence(tr: Trainer, rec: EpochRecord, w0: float) -> None:
+    """Raise :class:`TrainingDiverged` when the weights are non-finite, ran away beyond
+    :data:`RUNAWAY` times their initial largest magnitude ``w0``, or grew :data:`GROWTH` times
+    while the training error fell to chance."""
+    params = tr.model.params()
+    lrs = ",".join(f"{lr:g}" for lr in tr.cfg.lrs)
+    kept = "no checkpoint was written" if rec.epoch == 1 else "the last good checkpoint is kept"
+    hint = f"lower --lr (now {lrs}); {kept}"
+    if not all(bool(torch.isfinite(p).all()) for p in params):
+        raise TrainingDiverged(
+            f"training diverged at epoch {rec.epoch}: weights became NaN/inf; {hint}"
+        )
+    w, ref = _max_abs(params), max(w0, 1e-12)
+    if w > RUNAWAY * ref:
+        raise TrainingDiverged(
+            f"training diverged at epoch {rec.epoch}: weights ran away to {w:.3g}, "
+            f"{w / ref:.3g}× their initial largest {ref:.3g}; {hint}"
+        )
+    chance = 1.0 - 1.0 / tr.data.num_classes
+    if rec.train_error >= chance - CHANCE_MARGIN and w > GROWTH * ref:
+        raise TrainingDiverged(
+            f"training diverged at epoch {rec.epoch}: train error {100 * rec.train_error:.1f}% "
+            f"is chance ({100 * chance:.0f}%) while the weights grew {w / ref:.3g}×; {hint}"
+        )
+
+
+# ---- the run ----------------------------------------------------------------------------------
 def train_run(
-    cfg: TrainConfig,
+    cfg: TrainConfig | None,
     out: Path,
     *,
     resume: bool = False,
     epochs: int | None = None,
+    given: dict[str, Any] | None = None,
     synapses=None,
     ledger=None,
     log: Callable[[str], None] | None = None,
@@ -120,35 +543,64 @@ def train_run(
     extra_results: Callable[[Trainer], dict] | None = None,
 ) -> Trainer:
     """Train ``cfg`` into folder ``out`` (checkpoint each epoch; ``resume`` continues exactly,
-    from the checkpoint's configuration, optionally with a new total of ``epochs``)."""
+    from the checkpoint's configuration (``cfg`` may be None), optionally with a new total of
+    ``epochs``; ``given``: options the user set explicitly, refused on resume when they
+    contradict the stored ones).
+
+    The folder is locked while the run writes it; temporary files of an interrupted write are
+    removed; a resumed run rewrites results.json from its checkpoint (repairing a kill between
+    the two); a run that diverges stops with :class:`TrainingDiverged`, keeping the last good
+    checkpoint."""
     log = log or (lambda s: print(s, flush=True))
-    ckpt = None
+    out = Path(out)
+    if str(out).strip() == "":
+        raise RunError("the run folder (--out) must not be empty")
     if resume:
-        ckpt = load_checkpoint(out)
-        cfg = TrainConfig.from_dict(ckpt["config"])
-        if epochs is not None:  # a resumed run may be extended
-            cfg.epochs = epochs
+        if not (out / CHECKPOINT).is_file():
+            raise RunError(f"nothing to resume: {out / CHECKPOINT} not found")
     else:
+        if cfg is None:
+            raise TypeError("train_run needs a configuration unless it resumes")
+        cfg = cfg.resolved()
         check_fresh(out)
-    tr = Trainer(cfg, synapses=synapses, ledger=ledger)
-    if ckpt is not None:
-        tr.load_checkpoint(ckpt)
-        log(f"resuming {out} after epoch {tr.state.epoch}")
-    out.mkdir(parents=True, exist_ok=True)
-    n_train = len(tr.data.x_train)
-    title = f"{tr.cfg.model.upper()} {tr.cfg.algorithm} on {tr.cfg.dataset}"
-    for _ in range(tr.state.epoch, tr.cfg.epochs):
-        rec = _epoch_with_progress(tr, n_train, progress)
-        log(
-            f"epoch {rec.epoch:3d}/{tr.cfg.epochs}  train {100 * rec.train_error:5.2f}%  "
-            f"val {100 * rec.val_error:5.2f}%  test {100 * rec.test_error:5.2f}%  "
-            f"{rec.samples_per_s:7.0f} samples/s  {rec.seconds:5.1f} s"
-        )
-        tr.save_checkpoint(out / CHECKPOINT)
-        extra = extra_results(tr) if extra_results else None
-        atomic_json(results_dict(tr, extra), out / RESULTS)
-        plot_curve(tr.state.history, out / CURVE, title)
+        tr = Trainer(cfg, synapses=synapses, ledger=ledger)
+        w0 = _max_abs(tr.model.params())
+    with RunLock(out):
+        clean_temp_files(out)
+        title = ""
+        if resume:
+            tr, _, w0 = resume_trainer(out, synapses=synapses, ledger=ledger)
+            check_resume_options(tr.cfg, dict(given or {}), out)
+            if epochs is not None:  # a resumed run may be extended
+                if epochs < tr.state.epoch:
+                    raise RunError(f"--epochs {epochs}: {out} has already run {tr.state.epoch}")
+                tr.cfg.epochs = epochs
+            log(f"resuming {out} after epoch {tr.state.epoch}")
+        else:
+            check_fresh(out)  # again, now that the folder is ours
+        title = f"{tr.cfg.model.upper()} {tr.cfg.algorithm} on {tr.cfg.dataset}"
+        if resume and tr.state.history:  # results.json from the checkpoint (a kill may have
+            _write_results(tr, out, title, extra_results)  # come between the two)
+        n_train = len(tr.data.x_train)
+        for _ in range(tr.state.epoch, tr.cfg.epochs):
+            rec = _epoch_with_progress(tr, n_train, progress)
+            log(
+                f"epoch {rec.epoch:3d}/{tr.cfg.epochs}  train {100 * rec.train_error:5.2f}%  "
+                f"val {100 * rec.val_error:5.2f}%  test {100 * rec.test_error:5.2f}%  "
+                f"{rec.samples_per_s:7.0f} samples/s  {rec.seconds:5.1f} s"
+            )
+            check_divergence(tr, rec, w0)
+            save_checkpoint(tr.checkpoint(), out / CHECKPOINT)
+            _write_results(tr, out, title, extra_results)
     return tr
+
+
+def _write_results(
+    tr: Trainer, out: Path, title: str, extra_results: Callable[[Trainer], dict] | None
+) -> None:
+    extra = extra_results(tr) if extra_results else None
+    atomic_json(results_dict(tr, extra), out / RESULTS)
+    plot_curve(tr.state.history, out / CURVE, title)
 
 
 def _epoch_with_progress(tr: Trainer, n_train: int, progress: bool) -> EpochRecord:

@@ -135,3 +135,85 @@ def test_config_round_trip_and_unknown_keys():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="unknown configuration keys: colour"):
         TrainConfig.from_dict({**cfg.to_dict(), "colour": 1})
+
+
+def test_train_options_come_from_the_config_table():
+    """Every TrainConfig field is one `npusim train` option with help; today's option names
+    and defaults are kept; the option's checks are the field's."""
+    from dataclasses import fields
+
+    from npusim.cli.main import build_parser
+    from npusim.cli.options import config_from_args
+
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    flags = {s: a for a in train._actions for s in a.option_strings}
+    for name in (
+        "--dataset --data-dir --model --hidden --algorithm --variant --beta --sweeps "
+        "--free-sweeps --batch-size --lr --momentum --lr-decay --weight-decay --epochs --seed "
+        "--input-gain --diode --augment --out --runs --resume --no-progress --threads --chip"
+    ).split():
+        assert name in flags and flags[name].help, name
+    for f in fields(TrainConfig):
+        assert f.metadata["help"] and any(a.dest == f.name for a in flags.values()), f.name
+    assert flags["--lr"].dest == "lrs"
+    a = parser.parse_args(["train"])
+    assert all(getattr(a, f.name) is None for f in fields(TrainConfig))  # nothing given
+    d = config_from_args(a)
+    assert (d.dataset, d.model, d.hidden, d.chip, d.seed, d.input_gain) == (
+        "mnist5k",
+        "dhn",
+        [1024],
+        "ideal",
+        0,
+        480.0,
+    )
+    c = config_from_args(parser.parse_args(["train", "--hidden", "512,256", "--lr", "0.3"]))
+    assert c.hidden == [512, 256] and c.lrs == [0.3, 0.3, 0.3]
+    assert "integer in [0, 4294967295]" in flags["--seed"].help
+
+
+def test_kill_9_mid_epoch_then_resume_is_bit_identical(tmp_path):
+    """A run killed with SIGKILL during its second epoch resumes to exactly the same weights
+    and errors as a run never interrupted (and its lock dies with it)."""
+    import time
+
+    from npusim.runtime.run import load_checkpoint
+
+    base = [
+        sys.executable,
+        "-m",
+        "npusim.cli.main",
+        "train",
+        "--dataset",
+        "digits",
+        "--hidden",
+        "16",
+        "--seed",
+        "3",
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
+    full, part = tmp_path / "full", tmp_path / "part"
+    subprocess.run([*base, "--epochs", "3", "--out", str(full)], check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [*base, "--epochs", "3", "--out", str(part)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not (part / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    proc.kill()  # SIGKILL, somewhere in epoch 2
+    proc.wait()
+    assert load_checkpoint(part)["epoch"] in (1, 2)
+    cmd = [*base, "--out", str(part), "--resume", "--epochs", "3"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    a, b = load_checkpoint(full), load_checkpoint(part)
+    for pa, pb in zip(a["params"], b["params"], strict=True):
+        assert torch.equal(pa, pb)
+    strip = ("samples_per_s", "seconds")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in a["history"]] == [
+        {k: v for k, v in r.items() if k not in strip} for r in b["history"]
+    ]

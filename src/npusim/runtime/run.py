@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from npusim.core.phases import PHASES
 from npusim.runtime.config import ConfigError, TrainConfig, flag_of
 from npusim.runtime.io import (
     RunError,
@@ -29,7 +28,7 @@ from npusim.runtime.io import (
     clean_temp_files,
     read_json,
 )
-from npusim.runtime.ledger import LAYER_COUNTERS, PHASE_COUNTERS, PHASE_FLOATS, Ledger
+from npusim.runtime.ledger import Ledger, LedgerError
 from npusim.runtime.train import EpochRecord, Trainer
 
 __all__ = [
@@ -301,40 +300,12 @@ def resume_trainer(
 
 # ---- results.json, eval.json, the ledger -----------------------------------------------------
 def check_ledger(d: Any, path: Path | str) -> Ledger:
-    """A :class:`Ledger` from its saved dict, every entry's type and range checked first."""
-
-    def need(ok: bool, what: str) -> None:
-        if not ok:
-            raise RunError(f"{path}: the ledger is malformed ({what})")
-
-    need(isinstance(d, dict), "not a table")
-    known = {f.name for f in fields(Ledger)}
-    need(set(d) <= known, f"unknown keys {sorted(map(str, set(d) - known))}")
-    for key in ("word_bytes", "power_samples", "power_every"):
-        need(key not in d or (_int(d[key]) and 1 <= d[key] <= 2**31), key)
-    need(_int(d.get("device_pulses_seen", 0)) and d.get("device_pulses_seen", 0) >= 0, "pulses")
-    need(isinstance(d.get("convert_every_sweep", False), bool), "convert_every_sweep")
-    need(d.get("update_mode", "digital") in ("digital", "outer"), "update_mode")
-    need(d.get("power_scale_w") is None or _num(d["power_scale_w"], 0.0), "power_scale_w")
-    sizes = d.get("sizes", [])
-    for key in ("sizes", "logical_sizes"):
-        v = d.get(key, [])
-        need(isinstance(v, list) and all(_int(n) and n >= 1 for n in v), key)
-        need(len(v) == 0 or len(v) >= 2, key)
-    layers, phases = d.get("layers", {}), d.get("phases", {})
-    need(isinstance(layers, dict) and isinstance(phases, dict), "layers / phases")
-    need((layers or phases) == {} or len(sizes) >= 2, "counts without sizes")
-    for p, lay in layers.items():
-        need(p in PHASES and isinstance(lay, dict) and set(lay) <= set(LAYER_COUNTERS), p)
-        for c, v in lay.items():
-            ok = isinstance(v, list) and len(v) == len(sizes) - 1
-            need(ok and all(_int(x) and x >= 0 for x in v), f"{p}.{c}")
-    for p, ph in phases.items():
-        ok = p in PHASES and isinstance(ph, dict) and set(ph) <= set(PHASE_COUNTERS + PHASE_FLOATS)
-        need(ok, p)
-        for c, v in ph.items():
-            need(_num(v, 0.0) and (c in PHASE_FLOATS or _int(v)), f"{p}.{c}")
-    return Ledger.from_dict(d)
+    """A :class:`Ledger` from its saved dict (every entry's type and range checked by
+    :meth:`Ledger.from_dict`); a malformed one is a :class:`RunError` naming ``path``."""
+    try:
+        return Ledger.from_dict(d)
+    except LedgerError as e:
+        raise RunError(f"{path}: the ledger is malformed ({e})") from None
 
 
 def read_results(out: Path) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from npusim.cost.baselines import GPUS
-from npusim.cost.constants import chip_constants
+from npusim.cost.constants import cost_spec
 from npusim.report.report import build_report, write_report
 from npusim.report.table import print_report
 from npusim.runtime.ledger import Ledger
@@ -45,7 +45,7 @@ def report_ledger(
         measured["name"] = torch.cuda.get_device_name()
     rep = build_report(
         ledger,
-        chip_constants(chip),
+        cost_spec(chip),
         gpus=gpu_list(gpu),
         target_ratio=target_ratio,
         measured_gpu=measured,

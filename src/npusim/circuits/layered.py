@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from npusim.chip.spec import ChipSpec
 from npusim.core.errors import NpusimError
 from npusim.core.interfaces import Relaxation, Update
 
@@ -89,6 +90,10 @@ class LayeredNetwork(ABC):
 
     def dissipated_power(self, x: Tensor, state: list[Tensor]) -> Tensor | None:
         """Steady-state power per sample in the network's units; None: not a resistive circuit."""
+        return None
+
+    def read_gains(self, spec: ChipSpec) -> list[Tensor] | None:
+        """Read-out gains to the ADC's normalised input; None: states are normalised already."""
         return None
 
     @property

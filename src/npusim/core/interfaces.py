@@ -94,6 +94,11 @@ class Network(Protocol):
         """Steady-state power per sample in the network's own units (None: not a circuit)."""
         ...
 
+    def read_gains(self, spec: Any) -> list[Tensor] | None:
+        """Per free layer, the gain from a state value to the chip's normalised ADC input
+        (``spec``: a ``ChipSpec``); None when the states are already normalised signals."""
+        ...
+
 
 @runtime_checkable
 class Synapses(Protocol):
@@ -102,6 +107,7 @@ class Synapses(Protocol):
     read noise at a time after programming)."""
 
     total_pulses: int  # cumulative programming pulses fired (0 for exact synapses)
+    reset_pulses: int  # of which abrupt RESET pulses (one-sided devices' refresh)
 
     def apply(self, params: list[Tensor], deltas: list[Update]) -> None: ...
 

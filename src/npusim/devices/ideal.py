@@ -38,6 +38,7 @@ class IdealSynapses:
         self.signed = list(signed)
         self.updates = 0
         self.total_pulses = 0
+        self.reset_pulses = 0
 
     @torch.no_grad()
     def apply(self, params: list[Tensor], deltas: list[Any]) -> None:
@@ -63,6 +64,7 @@ class IdealSynapses:
             "pulses_total": 0,
             "pulses_mean": 0.0,
             "pulses_max": 0,
+            "reset_pulses": 0,
             "refreshes": 0,
             "refresh_pulses": 0,
             "stuck_devices": 0,

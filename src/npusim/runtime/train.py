@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from npusim.chip import ChipSpec, load_chip
+from npusim.chip.capacity import check_fits
 from npusim.circuits import NetworkOptions, make_network
 from npusim.core.interfaces import GradientEstimate, Network, Synapses
 from npusim.data.datasets import Dataset, load_dataset, one_hot
@@ -142,14 +143,20 @@ class Trainer:
     def put_on_chip(self, spec: ChipSpec, *, keep_synapses: bool = False) -> None:
         """Hold the parameters in ``spec``'s devices (programmed from their present values;
         exact synapses for an ideal device model) and read inputs, equilibria and outputs
-        through its converters. ``keep_synapses``: keep the synapses already set."""
+        through its converters (a DRN's node voltages through its amplifiers' gain).
+        ``keep_synapses``: keep the synapses already set. Raises
+        :class:`npusim.chip.ChipSpecError` when the network needs more arrays than the chip
+        has, or when its amplifiers cannot bring the network's outputs into the ADC range."""
         self.chip = spec
+        params, signed = self.model.params(), self.model.signed
+        held = [(p, s) for p, s in zip(params, signed, strict=True) if p.dim() >= 2]
+        check_fits(spec, [(p.shape[0], p[0].numel()) for p, _ in held], [s for _, s in held])
         if not keep_synapses:
-            params, signed = self.model.params(), self.model.signed
             self.synapses = (
                 None if spec.is_ideal else make_synapses(spec, params, signed, self.cfg.seed)
             )
-        self.use_periphery(periphery_for(spec.converters, self.model.normalised_states))
+        gains = self.model.read_gains(spec)
+        self.use_periphery(periphery_for(spec.converters, self.model.normalised_states, gains))
 
     def use_periphery(self, periphery: Periphery | None) -> None:
         """Read inputs, equilibria and outputs through ``periphery`` (None: exactly)."""

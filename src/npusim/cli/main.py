@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 
 from npusim.cli.chip_commands import add_eval_args, add_sweep_args, run_eval, run_sweep
+from npusim.cli.deploy_command import add_deploy_args, run_deploy
 from npusim.cli.options import CliError
 from npusim.cli.report_command import add_report_args, run_report
 from npusim.cli.train_command import add_train_args, run_train
@@ -24,6 +25,7 @@ COMMANDS: dict[str, Command] = {
     "eval": (add_eval_args, run_eval),  # a trained run after drift
     "sweep": (add_sweep_args, run_sweep),  # one chip parameter varied
     "report": (add_report_args, run_report),  # energy, time, area; claims check
+    "deploy": (add_deploy_args, run_deploy),  # a PyTorch model on the chip for inference
 }
 
 

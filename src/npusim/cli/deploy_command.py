@@ -1,0 +1,177 @@
+"""``npusim deploy MODEL``: a PyTorch model on the chip's arrays, its accuracy over drift time,
+its fit and its energy bill."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from npusim.cli.chip_commands import parse_duration
+
+
+def _labelled(text: str) -> tuple[str, float]:
+    return text, parse_duration(text)
+
+
+def add_deploy_args(p: argparse.ArgumentParser) -> None:
+    """Deploy a PyTorch model on the chip: accuracy after drift, fit and energy per inference."""
+    p.add_argument(
+        "model",
+        help="built-in mlp or lenet5, a TorchScript / torch.save'd module, or file.py:factory",
+    )
+    p.add_argument("--chip", default="pcm", help="chip preset (ideal, rram, pcm, ecram) or .toml")
+    p.add_argument(
+        "--after",
+        nargs="+",
+        type=_labelled,
+        default=[_labelled(t) for t in ("1h", "1d", "1y")],
+        metavar="TIME",
+        help="times after programming, e.g. 1h 1d 1y (default)",
+    )
+    p.add_argument("--dataset", default="mnist5k", choices=("mnist5k", "digits"))
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="digital training epochs (default: 30 for a built-in model, 0 for a loaded one)",
+    )
+    p.add_argument("--hwa-epochs", type=int, default=0, help="hardware-aware training epochs")
+    p.add_argument(
+        "--hwa-noise", type=float, default=1.0, help="injected noise scale in HWA training"
+    )
+    p.add_argument("--verify", type=int, default=0, help="program-and-verify iterations")
+    p.add_argument("--repeats", type=int, default=10, help="programmings per time (mean ± s.d.)")
+    p.add_argument("--noise", help="inference noise family (default: by chip: pcm, chip, ideal)")
+    p.add_argument(
+        "--digital-fallback", action="store_true", help="leave unsupported layers digital"
+    )
+    p.add_argument("--calibration", type=int, default=500, help="training samples for ranges")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--out", type=Path, help="output folder (default runs/deploy-MODEL-CHIP)")
+
+
+def run_deploy(a: argparse.Namespace) -> int:
+    import torch
+
+    from npusim.chip import load_chip
+    from npusim.data import load_dataset
+    from npusim.deploy import DeployError, deploy, fit_report
+    from npusim.deploy.bill import inference_bill
+    from npusim.deploy.hwa import drift_errors, error_rate, fit, hwa_train
+    from npusim.deploy.models import is_conv, load_model, mlp
+    from npusim.runtime.io import atomic_json
+
+    if a.threads is not None:
+        if a.threads < 1:
+            raise DeployError(f"--threads must be >= 1, got {a.threads}")
+        torch.set_num_threads(a.threads)
+    for name in ("repeats", "calibration"):
+        if getattr(a, name) < 1:
+            raise DeployError(f"--{name} must be >= 1, got {getattr(a, name)}")
+    chip = load_chip(a.chip)
+    out = a.out or Path("runs") / f"deploy-{Path(a.model).stem}-{chip.name}"
+    if (out / "deploy.json").exists():
+        raise DeployError(f"{out / 'deploy.json'} exists; choose another --out")
+    data = load_dataset(a.dataset)
+    torch.manual_seed(a.seed)
+    if a.model == "mlp":
+        model, built_in = mlp(inputs=data.num_features), True
+    else:
+        model, built_in = load_model(a.model)
+    conv = is_conv(model)
+    h, w = data.image_shape
+
+    def shape(x: torch.Tensor) -> torch.Tensor:
+        return x.view(-1, 1, h, w) if conv else x
+
+    x_tr, x_te = shape(data.x_train), shape(data.x_test)
+    t0 = time.perf_counter()
+    epochs = a.epochs if a.epochs is not None else (30 if built_in else 0)
+    try:
+        model(x_tr[:2])
+    except Exception as e:  # noqa: BLE001 - a model that cannot take the data is one error
+        raise DeployError(
+            f"MODEL {a.model} cannot run on {a.dataset} inputs of shape "
+            f"{tuple(x_tr[:2].shape)}: {e}"
+        ) from None
+    if epochs > 0:
+        fit(model, x_tr, data.y_train, epochs, seed=a.seed)
+    model.eval()
+    digital = error_rate(model, x_te, data.y_test)
+    analog = deploy(
+        model,
+        chip,
+        noise=a.noise,
+        calibration=x_tr[: a.calibration],
+        digital_fallback=a.digital_fallback,
+        seed=a.seed,
+        verify_iterations=a.verify,
+    )
+    if a.hwa_epochs > 0:
+        hwa_train(analog, x_tr, data.y_train, a.hwa_epochs, seed=a.seed, noise_scale=a.hwa_noise)
+    times = dict(a.after)
+    after = drift_errors(analog, x_te, data.y_test, times, repeats=a.repeats, seed=a.seed)
+    fitrep = fit_report(analog, chip)
+    bill = inference_bill(analog, chip, x_te[:1])
+    result = {
+        "model": a.model,
+        "chip": chip.name,
+        "dataset": a.dataset,
+        "digital_epochs": epochs,
+        "hwa_epochs": a.hwa_epochs,
+        "hwa_noise": a.hwa_noise,
+        "verify_iterations": a.verify,
+        "repeats": a.repeats,
+        "seed": a.seed,
+        "digital_test_error": digital,
+        "after": after,
+        "after_seconds": times,
+        "fit": {**fitrep.as_dict(), "area_m2": bill["total_area_m2"]},
+        "energy": bill,
+        "seconds": time.perf_counter() - t0,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_json(result, out / "deploy.json")
+    _plot(result, out / "deploy.png")
+    print(f"digital test error {100 * digital:.2f}% ({a.model}, {a.dataset})")
+    print(f"on {chip.name} (mean ± s.d. of {a.repeats} programmings):")
+    for label, r in after.items():
+        print(f"  after {label:>6}: {100 * r['mean']:.2f}% ± {100 * r['std']:.2f}%")
+    print(
+        f"fit: {fitrep.arrays} of {fitrep.available} arrays, utilisation "
+        f"{100 * fitrep.utilisation:.1f}%, area {1e6 * bill['total_area_m2']:.3f} mm²"
+    )
+    print(
+        f"energy per inference {1e9 * bill['total_energy_j']:.1f} nJ, latency "
+        f"{1e6 * bill['latency_s']:.2f} µs; "
+        + ", ".join(f"{k} {1e9 * v['total_j']:.1f} nJ" for k, v in bill["baselines"].items())
+    )
+    print(f"wrote {out / 'deploy.json'} and {out / 'deploy.png'}")
+    return 0
+
+
+def _plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(result["after"])
+    ts = [max(float(result["after_seconds"][k]), 1.0) for k in labels]
+    mean = [100 * result["after"][k]["mean"] for k in labels]
+    sd = [100 * result["after"][k]["std"] for k in labels]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.errorbar(ts, mean, yerr=sd, marker="o", capsize=3, label=f"{result['chip']} chip")
+    ax.axhline(100 * result["digital_test_error"], color="gray", ls="--", label="digital")
+    ax.set_xscale("log")
+    ax.set_xticks(ts, labels)
+    ax.set_xlabel("time after programming")
+    ax.set_ylabel("test error (%)")
+    ax.set_title(f"{result['model']} on {result['chip']} ({result['dataset']})", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)

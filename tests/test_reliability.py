@@ -374,6 +374,8 @@ def test_json_files_are_strict(tmp_path):
         (["--hidden", "32", "--lr", "0.1,0.2,0.3"], "--lr"),
         (["--epochs", "0"], "--epochs"),
         (["--threads", "0"], "--threads"),
+        (["--hidden", "65536,65536"], "weights in all"),
+        (["--data-dir", ""], "--data-dir"),
     ],
 )
 def test_out_of_range_options_are_one_error_line(tmp_path, capsys, args, word):

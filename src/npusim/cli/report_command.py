@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 from pathlib import Path
 
@@ -34,21 +35,28 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
 
 def run_report(a: argparse.Namespace) -> int:
     from npusim.report import report_ledger
+    from npusim.runtime.io import RunLock
     from npusim.runtime.run import read_ledger
 
     if a.target_ratio is not None and not (math.isfinite(a.target_ratio) and a.target_ratio > 0):
         raise CliError(f"--target-ratio must be a finite number > 0, got {a.target_ratio}")
+    if a.measure_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError("--measure-gpu needs a CUDA GPU; none is visible")
     ledger, results = read_ledger(a.run)
     if ledger.training_samples == 0:
         raise CliError(f"{a.run / 'results.json'}: its ledger counts no training sample")
     chip = a.chip or results["config"].get("chip")
     check_chip_arg(chip)
-    report_ledger(
-        ledger,
-        None if a.no_files else a.run,
-        chip=chip,
-        gpu=a.gpu,
-        target_ratio=a.target_ratio,
-        measure_gpu=a.measure_gpu,
-    )
+    with contextlib.nullcontext() if a.no_files else RunLock(a.run):  # writes into the run
+        report_ledger(
+            ledger,
+            None if a.no_files else a.run,
+            chip=chip,
+            gpu=a.gpu,
+            target_ratio=a.target_ratio,
+            measure_gpu=a.measure_gpu,
+        )
     return 0

@@ -38,6 +38,8 @@ MODEL_DEFAULTS: dict[str, dict] = {
 MODELS = tuple(MODEL_DEFAULTS)
 DIODES = ("ideal", "shockley")
 SEED_MAX = 2**32 - 1
+MAX_INPUTS = 784  # the largest input layer of the datasets (28×28)
+MAX_PARAMS = 100_000_000  # weights a simulated network may hold (several float32 copies each)
 
 
 class ConfigError(NpusimError, ValueError):
@@ -188,6 +190,13 @@ class TrainConfig:
             self.lrs is not None and len(self.lrs) == n,
             "lrs",
             f"give 1 or {n} learning rates (one per weight layer)",
+        )
+        sizes = [MAX_INPUTS, *self.hidden, 10]
+        params = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+        need(
+            params <= MAX_PARAMS,
+            "hidden",
+            f"at most {MAX_PARAMS:.0e} weights in all (these sizes need {params:.3g})",
         )
         if self.model == "dhn" and self.algorithm == "eqprop":
             need(self.beta < 1.0, "beta", "allowed (0, 1) for the DHN (output curvature is 1)")

@@ -8,18 +8,17 @@ with the chip in the forward pass; ``inference_bill`` prices one inference besid
 phone-NPU baselines; ``to_nir`` / ``from_nir`` exchange graphs with NIR.
 """
 
-from npusim.deploy.convert import (
-    FitReport,
+from npusim.deploy.convert import FitReport, calibrate, deploy, fit_report, to_digital, undeploy
+from npusim.deploy.hwa import error_rate, hwa_train
+from npusim.deploy.layers import (
+    AnalogConv2d,
+    AnalogLinear,
+    AnalogMatrix,
+    AnalogSettings,
     analog_layers,
-    calibrate,
-    deploy,
-    fit_report,
     program,
     set_time,
-    to_digital,
-    undeploy,
 )
-from npusim.deploy.layers import AnalogConv2d, AnalogLinear, AnalogMatrix, AnalogSettings
 from npusim.deploy.noise import FAMILIES, DeployError, InferenceNoise, noise_for
 
 __all__ = [
@@ -34,7 +33,9 @@ __all__ = [
     "analog_layers",
     "calibrate",
     "deploy",
+    "error_rate",
     "fit_report",
+    "hwa_train",
     "noise_for",
     "program",
     "set_time",

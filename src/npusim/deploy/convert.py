@@ -10,14 +10,21 @@ convolution, …) is refused by its module path unless ``digital_fallback`` leav
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from npusim.chip.spec import ChipSpec
-from npusim.deploy.layers import AnalogConv2d, AnalogLinear, AnalogMatrix, AnalogSettings
+from npusim.deploy.hwa import hwa_train
+from npusim.deploy.layers import (
+    AnalogConv2d,
+    AnalogLinear,
+    AnalogMatrix,
+    AnalogSettings,
+    analog_layers,
+    program,
+)
 from npusim.deploy.noise import DeployError, noise_for
 
 #: modules with parameters that are digital by design (elementwise scale and shift)
@@ -39,13 +46,6 @@ def _convertible(m: nn.Module) -> bool:
         and m.padding_mode == "zeros"
         and not isinstance(m.padding, str)
     )
-
-
-def analog_layers(model: nn.Module) -> Iterator[tuple[str, AnalogMatrix]]:
-    """(module path, layer) of every analog layer of a deployed model."""
-    for name, m in model.named_modules():
-        if isinstance(m, AnalogMatrix):
-            yield name, m
 
 
 @dataclass
@@ -142,8 +142,6 @@ def deploy(
     if train:
         if train_data is None:
             raise DeployError("deploy(..., train=True) needs train_data=(inputs, labels)")
-        from npusim.deploy.hwa import hwa_train
-
         hwa_train(model, *train_data, epochs=epochs, seed=seed)
     program(model, seed)
     return model
@@ -217,22 +215,6 @@ def _restore(parent: nn.Module) -> None:
             setattr(parent, name, lin)
         else:
             _restore(child)
-
-
-def program(model: nn.Module, seed: int) -> nn.Module:
-    """Program every analog layer of ``model`` afresh (seed ``seed``, layer ``k`` uses
-    ``seed * 1009 + k``) and read at t = 0; returns ``model``."""
-    for k, (_, m) in enumerate(analog_layers(model)):
-        m.program(seed * 1009 + k)
-    return model
-
-
-def set_time(model: nn.Module, t: float) -> nn.Module:
-    """Drift every analog layer to ``t`` s after programming (a new draw of the frozen read
-    noise) and compensate; returns ``model``."""
-    for _, m in analog_layers(model):
-        m.set_time(t)
-    return model
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from npusim.deploy.convert import analog_layers, program
+from npusim.deploy.layers import analog_layers, program
 
 
 def fit(

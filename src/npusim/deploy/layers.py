@@ -33,6 +33,7 @@ matrix-vector products, computed without materialising the patches.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -450,3 +451,26 @@ class AnalogConv2d(AnalogMatrix):
             if self.bias is not None:
                 y.add_(self.bias.unsqueeze(-1))
         return y.view(b, n, ho, wo)
+
+
+def analog_layers(model: nn.Module) -> Iterator[tuple[str, AnalogMatrix]]:
+    """(module path, layer) of every analog layer of a deployed model."""
+    for name, m in model.named_modules():
+        if isinstance(m, AnalogMatrix):
+            yield name, m
+
+
+def program(model: nn.Module, seed: int) -> nn.Module:
+    """Program every analog layer of ``model`` afresh (seed ``seed``, layer ``k`` uses
+    ``seed * 1009 + k``) and read at t = 0; returns ``model``."""
+    for k, (_, m) in enumerate(analog_layers(model)):
+        m.program(seed * 1009 + k)
+    return model
+
+
+def set_time(model: nn.Module, t: float) -> nn.Module:
+    """Drift every analog layer to ``t`` s after programming (a new draw of the frozen read
+    noise) and compensate; returns ``model``."""
+    for _, m in analog_layers(model):
+        m.set_time(t)
+    return model

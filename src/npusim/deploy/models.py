@@ -7,6 +7,7 @@ MODEL is ``mlp`` or ``lenet5`` (built in), a TorchScript file, a ``torch.save``d
 from __future__ import annotations
 
 import importlib.util
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -75,10 +76,13 @@ def load_model(spec: str) -> tuple[nn.Module, bool]:
         )
     if zipfile.is_zipfile(path):
         try:
-            m = torch.jit.load(str(path))
-            return _unscript(m, spec), False
+            with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript loading
+                warnings.simplefilter("ignore", DeprecationWarning)
+                m = torch.jit.load(str(path))
         except (RuntimeError, ValueError):
             pass
+        else:
+            return _unscript(m, spec), False
     try:
         obj = torch.load(str(path), weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unreadable file is one user error

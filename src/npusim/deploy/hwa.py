@@ -26,13 +26,18 @@ def fit(
     batch_size: int = 64,
     seed: int = 0,
     weight_decay: float = 0.0,
+    anneal: bool = False,
 ) -> nn.Module:
     """Train ``model`` (digital or deployed in train mode) by Adam on cross-entropy; returns it
-    in eval mode. Batches are shuffled by ``seed``."""
+    in eval mode. Batches are shuffled by ``seed``; ``anneal``: the learning rate follows a
+    cosine from ``lr`` to 0 over the run (the last weights then settle instead of jittering
+    with the injected noise)."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    model.train()
     n = x.shape[0]
+    steps = epochs * ((n + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1)) if anneal else None
+    model.train()
     for _ in range(epochs):
         order = torch.randperm(n, generator=gen)
         for lo in range(0, n, batch_size):
@@ -40,6 +45,8 @@ def fit(
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
+            if sched is not None:
+                sched.step()
     return model.eval()
 
 
@@ -49,7 +56,7 @@ def hwa_train(
     y: Tensor,
     epochs: int,
     *,
-    lr: float = 5e-4,
+    lr: float = 1e-3,
     batch_size: int = 64,
     seed: int = 0,
     noise_scale: float | None = None,
@@ -62,7 +69,7 @@ def hwa_train(
         if noise_scale is not None:
             m.settings.hwa_noise_scale = noise_scale
         m._gen.manual_seed(seed * 7919 + k)
-    fit(model, x, y, epochs, lr=lr, batch_size=batch_size, seed=seed)
+    fit(model, x, y, epochs, lr=lr, batch_size=batch_size, seed=seed, anneal=True)
     return program(model, seed)
 
 

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from npusim.chip.capacity import arrays_for
 from npusim.chip.spec import ChipSpec
+from npusim.deploy import kernels
 from npusim.deploy.irdrop import ir_drop_first_order
 from npusim.deploy.noise import InferenceNoise
 
@@ -316,8 +317,9 @@ class AnalogMatrix(nn.Module):
         )
         scale = alpha * s_out
         offset = 0.5 * scale if self.adc_bits > 0 else torch.zeros_like(scale)
-        if self.row_blocks == 1 and self.bias is not None:
-            offset = offset + self.bias.detach()
+        if self.bias is not None:  # the bias rides on the first row block's offset
+            offset = offset.clone()
+            offset[0] += self.bias.detach()
         onoise = self.settings.noise.out_noise if self.settings.out_noise else 0.0
         sd = onoise * (2**self.adc_bits - 1) if self.adc_bits > 0 else 0.0
         self._fast_cache = (self._w_eff * (s_in / s_out), scale, offset, 1.0 / s_in, sd)
@@ -327,23 +329,25 @@ class AnalogMatrix(nn.Module):
         """Inputs as DAC codes 0 .. 2**bits − 1 (ranges [0, hi]) or unchanged (ideal DAC)."""
         if self.dac_bits <= 0:
             return x
-        return (x * inv_lsb).round_().clamp_(0, 2**self.dac_bits - 1)
+        return kernels.dac_codes(x, inv_lsb, self.dac_bits)
 
-    def _adc_codes(self, y: Tensor, sd: float) -> Tensor:
-        """Partial sums in ADC LSBs (plus output noise) -> codes of a symmetric range, in place:
-        the nearest level of −(2**b − 1)/2 … (2**b − 1)/2 LSB is floor(y) + 1/2."""
-        if sd > 0:
-            bank = _normal_bank()
-            n = y.numel()
-            if n < bank.numel():
-                o = int(torch.randint(0, bank.numel() - n, (1,), generator=self._gen))
-                y.add_(bank[o : o + n].view(y.shape), alpha=sd)
-            else:
-                y.add_(torch.randn(y.shape, generator=self._gen), alpha=sd)
-        if self.adc_bits <= 0:
-            return y
-        half = 2 ** (self.adc_bits - 1)
-        return y.floor_().clamp_(-half, half - 1)
+    def _accumulate(self, y: Tensor, scale: Tensor, offset: Tensor, sd: float) -> Tensor:
+        """Partial sums ``y`` (B, R, P, Q) in ADC LSBs through output noise, the ADC, the
+        compensation scale and the digital sum over row blocks -> (B, P, Q). ``scale`` and
+        ``offset`` broadcast as (R, 1 or P, 1 or Q)."""
+        bank = _normal_bank()
+        n = y.numel()
+        start = 0
+        if sd > 0 and n < bank.numel():
+            start = int(torch.randint(0, bank.numel() - n, (1,), generator=self._gen))
+        if self.adc_bits > 0 and (sd == 0 or n < bank.numel()):
+            return kernels.adc_accumulate(y, self.adc_bits, sd, bank, start, scale, offset)
+        if sd > 0:  # beyond the bank, or an ideal ADC: the tensor path
+            y = y + sd * torch.randn(y.shape, generator=self._gen)
+        if self.adc_bits > 0:
+            half = 2 ** (self.adc_bits - 1)
+            y = y.floor().clamp_(-half, half - 1)
+        return torch.addcmul(offset, y, scale).sum(1)
 
     def _digital_tiles(self) -> Tensor:
         return self._tiles(self.weight.detach())[..., : self.out_features]
@@ -378,11 +382,12 @@ class AnalogLinear(AnalogMatrix):
         m, k = xq.shape
         r = self.row_blocks
         if r == 1:
-            return torch.addcmul(offset[0], self._adc_codes(xq @ w[0, :k], sd), scale[0])
-        xp = F.pad(xq, (0, r * self.rows - k)).view(m, r, self.rows).transpose(0, 1)
-        y = self._adc_codes(torch.bmm(xp, w), sd)
-        y = torch.addcmul(offset.unsqueeze(1), y, scale.unsqueeze(1)).sum(0)
-        return y if self.bias is None else y.add_(self.bias)
+            y = (xq @ w[0, :k]).unsqueeze(0)
+        else:
+            xp = F.pad(xq, (0, r * self.rows - k)).view(m, r, self.rows).transpose(0, 1)
+            y = torch.bmm(xp, w)
+        n = self.out_features
+        return self._accumulate(y.unsqueeze(0), scale.view(r, 1, n), offset.view(r, 1, n), sd)[0]
 
 
 class AnalogConv2d(AnalogMatrix):
@@ -434,22 +439,13 @@ class AnalogConv2d(AnalogMatrix):
         w, scale, offset, inv_lsb, sd = fast
         if self._conv_w is None:
             self._conv_w = self._filters(w)
-        y = F.conv2d(
-            self._dac_codes(x, inv_lsb),
-            self._conv_w,
-            None,
-            self.stride,
-            self.padding,
-            self.dilation,
-        )
+        xq = self._dac_codes(x, inv_lsb)
+        y = F.conv2d(xq, self._conv_w, None, self.stride, self.padding, self.dilation)
         b, _, ho, wo = y.shape
         r, n = self.row_blocks, self.out_channels
-        y = self._adc_codes(y.view(b, r, n, ho * wo), sd)
-        y = torch.addcmul(offset.view(1, r, n, 1), y, scale.view(1, r, n, 1))
-        if r > 1:
-            y = y.sum(1)
-            if self.bias is not None:
-                y.add_(self.bias.unsqueeze(-1))
+        y = self._accumulate(
+            y.view(b, r, n, ho * wo), scale.view(r, n, 1), offset.view(r, n, 1), sd
+        )
         return y.view(b, n, ho, wo)
 
 

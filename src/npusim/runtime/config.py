@@ -9,7 +9,7 @@ declared once.
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
 from npusim.core.errors import NpusimError
@@ -38,6 +38,7 @@ MODEL_DEFAULTS: dict[str, dict] = {
 MODELS = tuple(MODEL_DEFAULTS)
 DIODES = ("ideal", "shockley")
 SEED_MAX = 2**32 - 1
+STAYS_NONE = ("data_dir", "free_sweeps")  # None after resolution too (no data folder; = sweeps)
 MAX_INPUTS = 784  # the largest input layer of the datasets (28×28)
 MAX_PARAMS = 100_000_000  # weights a simulated network may hold (several float32 copies each)
 
@@ -176,7 +177,8 @@ class TrainConfig:
         """Check every field against its row of the table, then the rules that join fields.
         ``partial``: ``None`` (the model's default) is allowed where the default is ``None``."""
         for f in fields(self):
-            check_field(f, getattr(self, f.name), allow_none=partial or f.default is None)
+            none_ok = f.default is None and (partial or f.name in STAYS_NONE)
+            check_field(f, getattr(self, f.name), allow_none=none_ok)
         if partial:
             return
 
@@ -288,7 +290,7 @@ def _scalar_ok(f: Field, v: Any) -> bool:
 def check_field(f: Field, value: Any, allow_none: bool = False) -> None:
     """Raise :class:`ConfigError` naming the field, its option and the allowed values unless
     ``value`` fits the field's row of the table."""
-    if value is None and (allow_none or (f.default is None and f.default_factory is MISSING)):
+    if value is None and allow_none:
         return
     if f.metadata["kind"] in ("ints", "floats"):
         a, b = f.metadata["length"]

@@ -12,7 +12,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
@@ -267,8 +267,13 @@ def _num(x: Any, lo: float = -math.inf, hi: float = math.inf) -> bool:
 
 
 def _check_record(rec: Any, epoch: int) -> bool:
-    names = [f.name for f in fields(EpochRecord)]
-    if not isinstance(rec, dict) or set(rec) != set(names) or rec["epoch"] != epoch:
+    """An epoch record's entries (those with defaults may be missing: older files)."""
+    names = {f.name for f in fields(EpochRecord)}
+    required = {f.name for f in fields(EpochRecord) if f.default is MISSING}
+    if not isinstance(rec, dict) or not required <= set(rec) <= names:
+        return False
+    rec = {"unconverged": 0, "relaxations": 0, **rec}
+    if not (_int(rec["epoch"]) and rec["epoch"] == epoch):
         return False
     errors = ("train_error", "val_error", "test_error")
     return (
@@ -276,7 +281,6 @@ def _check_record(rec: Any, epoch: int) -> bool:
         and _num(rec["samples_per_s"], 0.0)
         and _num(rec["seconds"], 0.0)
         and all(_int(rec[k]) and rec[k] >= 0 for k in ("unconverged", "relaxations"))
-        and _int(rec["epoch"])
     )
 
 

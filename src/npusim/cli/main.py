@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 
 from npusim.cli.chip_commands import add_eval_args, add_sweep_args, run_eval, run_sweep
@@ -55,10 +56,16 @@ def _os_error(e: OSError) -> str:
     return f"{what}: {' -> '.join(paths)}" if paths else _one_line(str(e)) or what
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"npusim: warning: {_one_line(str(message))}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point. A user error (:class:`NpusimError`, or an OS error on a path) is one
     ``npusim: error: ...`` line and exit code 2; any other exception is a bug and shows its
-    traceback."""
+    traceback. From the command line, warnings are one ``npusim: warning: ...`` line each."""
+    if argv is None:  # the console script (a caller's warnings settings stay theirs)
+        warnings.showwarning = _warning_line
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         argv = ["train"]

@@ -214,3 +214,41 @@ def test_drift_compensation_restores_the_mean_scale():
             assert ratio == pytest.approx(1.0, abs=0.02)
         else:
             assert ratio == pytest.approx((YEAR / 20.0) ** -0.049, rel=0.1)
+
+
+def test_inference_bill_counts_and_prices_in_closed_form():
+    from npusim.deploy.bill import inference_bill
+
+    chip = load_chip("pcm")
+    a = deploy(nn.Sequential(nn.Linear(200, 130), nn.ReLU()), chip)
+    b = inference_bill(a, chip, torch.rand(1, 200))
+    ev, e, t = b["events"], chip.energy, chip.timing
+    assert b["arrays"] == 8  # 2 x 2 blocks of 128 x 128, pairs
+    assert ev["device_reads"] == 2 * 200 * 130 and ev["array_reads"] == 4
+    assert ev["dac"] == 200 * 2 and ev["adc"] == 130 * 2
+    assert ev["digital_ops"] == 130 * (1 + 2 + 1) + 130  # sums, compensation, bias; ReLU
+    assert b["energy_j"]["array"] == pytest.approx(2 * 200 * 130 * e.read_device)
+    assert b["energy_j"]["adc"] == pytest.approx(260 * e.adc_fom * 2**8)
+    assert b["energy_j"]["dram"] == pytest.approx(200 * e.dram_per_byte)
+    lat = t.read_time + ev["digital_ops"] / (t.clock * t.digital_lanes)
+    assert b["latency_s"] == pytest.approx(lat)
+    assert b["energy_j"]["static"] == pytest.approx(e.static_power * 8 * lat)
+    assert b["utilisation"] == pytest.approx(2 * 200 * 130 / (8 * 128 * 128))
+    h100 = b["baselines"]["H100 SXM"]
+    assert h100["energy_j"]["compute"] == pytest.approx(b["flops"] * 700 / (989.4e12 * 0.4))
+
+
+def test_replicated_conv_arrays_trade_area_for_latency_and_static_energy():
+    from npusim.deploy.bill import inference_bill
+
+    chip = load_chip("rram")
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Flatten(), nn.Linear(1024, 256))
+    a = deploy(model, chip)  # the linear layer's 32 arrays leak while the conv reads 256 times
+    x = torch.rand(1, 1, 16, 16)
+    one, rep = inference_bill(a, chip, x), inference_bill(a, chip, x, replicate=True)
+    k = rep["layers"][0]["replicas"]
+    assert k > 1 and rep["arrays"] == 2 * k + 32
+    assert rep["latency_s"] < one["latency_s"] and rep["total_area_m2"] > one["total_area_m2"]
+    assert rep["energy_j"]["static"] < one["energy_j"]["static"]
+    for term in ("array", "dac", "adc", "digital"):
+        assert rep["energy_j"][term] == one["energy_j"][term]

@@ -28,3 +28,17 @@ def test_hwa_training_beats_plain_training_after_a_year_of_drift():
     hwa_train(analog, d.x_train, d.y_train, 10, seed=0)
     hwa = drift_errors(analog, d.x_test, d.y_test, times, repeats=6, seed=100)["1y"]["mean"]
     assert hwa <= plain - MARGIN, (plain, hwa)
+
+
+def test_deploy_with_train_runs_hwa_and_programs_the_result():
+    d = load_dataset("digits")
+    torch.manual_seed(1)
+    model = mlp(64, (16,), 10)
+    x, y = d.x_train[:256], d.y_train[:256]
+    analog = deploy(
+        model, load_chip("rram"), calibration=x, train=True, train_data=(x, y), epochs=1
+    )
+    assert not analog.training
+    moved = [not torch.equal(a.weight, b.weight) for a, b in zip(analog[::2], model[::2])]
+    assert all(moved)  # HWA updated the digital weights behind every analog layer
+    assert analog[0]._w_eff is not None and analog[0].time_s == 0.0

@@ -99,6 +99,7 @@ class _Evil:
         return (Path.touch, (Path(_Evil.target),))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_crafted_checkpoint_runs_no_code(tmp_path, capsys, trained):
     run = copy_run(trained, tmp_path / "run")
     _Evil.target = str(tmp_path / "pwned")
@@ -209,6 +210,38 @@ def test_second_run_into_the_same_folder_fails_while_the_first_holds_it(tmp_path
         assert not (out / CHECKPOINT).exists()
     (out / ".npusim.lock").write_text("999999999\n")  # a stale lock of a dead process
     assert main(["train", *SMALL, "--out", str(out)]) == 0
+
+
+def test_two_processes_into_one_folder(tmp_path):
+    """A second `npusim train` into a folder another process is training into fails at once
+    with one line; the first is unharmed."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "npusim.cli.main", "train", *SMALL[:4], "--no-progress"]
+    first = subprocess.Popen(
+        [*cmd, "--epochs", "50", "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        lock = out / ".npusim.lock"
+        while not (lock.exists() and lock.read_text().strip()) and time.time() < deadline:
+            time.sleep(0.02)
+        second = subprocess.run(
+            [*cmd, "--epochs", "1", "--out", str(out)], capture_output=True, text=True
+        )
+        assert first.poll() is None, "the first run ended before the second started"
+        assert second.returncode == 2
+        err = second.stderr.strip().splitlines()
+        assert len(err) == 1 and "in use by another npusim process" in err[0]
+        assert str(first.pid) in err[0]
+    finally:
+        first.kill()
+        first.wait()
 
 
 def test_leftover_temp_files_are_cleaned(tmp_path):

@@ -171,6 +171,9 @@ def _plot(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.errorbar(ts, mean, yerr=sd, marker="o", capsize=3, label=f"{result['chip']} chip")
     ax.axhline(100 * result["digital_test_error"], color="gray", ls="--", label="digital")
+    ax.axhline(
+        100 * result["digital_test_error"] + 0.5, color="gray", ls=":", label="digital + 0.5 pt"
+    )
     ax.set_xscale("log")
     ax.set_xticks(ts, labels)
     ax.set_xlabel("time after programming")

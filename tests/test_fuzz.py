@@ -439,3 +439,20 @@ def test_checkpoint_loader_on_wrong_structures_with_valid_checksums(run_folder, 
         return
     assert _floats_ok(loaded)
     TrainConfig.from_dict(loaded["config"]).resolved()
+
+
+@settings(FUZZ, max_examples=max(EXAMPLES // 3, 1))
+@given(data=st.data())
+def test_report_command_on_fuzzed_results(run_folder, data, capsys):
+    """`npusim report` on a damaged results.json ends in 0 or one error line, never a
+    traceback."""
+    from npusim.cli.main import main
+
+    original = json.loads((run_folder / RESULTS).read_text())
+    folder = TMP / "report"
+    folder.mkdir(exist_ok=True)
+    doc = data.draw(mutated_json(original))
+    (folder / RESULTS).write_text(json.dumps(doc))
+    code = main(["report", str(folder), "--no-files"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 0 or (code == 2 and len(err) == 1 and err[0].startswith("npusim: error:"))

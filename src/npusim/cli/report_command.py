@@ -48,7 +48,7 @@ def run_report(a: argparse.Namespace) -> int:
     ledger, results = read_ledger(a.run)
     if ledger.training_samples == 0:
         raise CliError(f"{a.run / 'results.json'}: its ledger counts no training sample")
-    chip = a.chip or results["config"].get("chip")
+    chip = a.chip or results.get("config", {}).get("chip")
     check_chip_arg(chip)
     with contextlib.nullcontext() if a.no_files else RunLock(a.run):  # writes into the run
         report_ledger(

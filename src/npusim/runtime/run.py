@@ -307,9 +307,15 @@ def check_ledger(d: Any, path: Path | str) -> Ledger:
     """A :class:`Ledger` from its saved dict (every entry's type and range checked by
     :meth:`Ledger.from_dict`); a malformed one is a :class:`RunError` naming ``path``."""
     try:
-        return Ledger.from_dict(d)
+        led = Ledger.from_dict(d)
     except LedgerError as e:
         raise RunError(f"{path}: the ledger is malformed ({e})") from None
+    if set(led.layers) != set(led.phases):  # every counted phase has both tables
+        raise RunError(
+            f"{path}: the ledger is malformed (phases {sorted(led.phases)} but per-array "
+            f"counts for {sorted(led.layers)})"
+        )
+    return led
 
 
 def read_results(out: Path) -> dict:

@@ -236,7 +236,7 @@ class AnalogMatrix(nn.Module):
             if s.drift_compensation:
                 prog.ref_sums = self._array_sums(self._conductances(y_p))
             w_s, alpha = self.effective(t, scale=s.hwa_noise_scale, prog=prog)
-            if alpha is not None:
+            if alpha is not None:  # in training the compensation is folded into the weights
                 w_s = w_s * alpha.unsqueeze(1)
         w = self._tiles(self.weight)[..., : self.out_features]
         return w + (w_s - w).detach(), None

@@ -76,6 +76,10 @@ class DeviceSpec:
     model: "ideal" (weights are updated exactly) or "pulsed".
     g_min, g_max (S): conductance bounds. n_states: pulses across the range.
     nonlinearity_up/down (normalised, 0 = linear, 1 = soft bounds).
+    nonlinearity_exponent (normalised, >= 0): shape of the state dependence; 0 is the
+    linear form above, r > 0 replaces (1 - 2u) by the exponential
+    g_r(u) = (2 e^(-r u) - 1 - e^(-r)) / (1 - e^(-r)) (down: g_r(1 - u)), the
+    exponential-step device of aihwkit's ``ExpStepDevice`` (same values at the bounds).
     asymmetry: up-step / down-step ratio at the symmetric point.
     write_noise: cycle-to-cycle std of one pulse's step, in units of the step.
     read_noise: std of one read, in units of (g_max - g_min).
@@ -89,6 +93,10 @@ class DeviceSpec:
     programmed both ways, g- is a reference at the symmetry point, re-programmed
     only on refresh) or "one_sided" (only potentiating pulses, e.g. PCM gradual
     SET; depression by abrupt RESET on refresh).
+    reference_point: where a "reference" pair's fixed device sits, i.e. which
+    conductance of the programmed device is weight 0: "middle" of the pair's common
+    window, or "symmetry", the programmed device's own symmetry point (where its up and
+    down steps are equal; zero-shifting, Kim et al. 2020).
     refresh, refresh_level, refresh_interval: every refresh_interval updates,
     a pair above refresh_level of its devices' range (one-sided: either device;
     bidirectional: both, or both below 1 - level) is re-programmed to the same
@@ -105,6 +113,7 @@ class DeviceSpec:
     n_states: int = _num(1000, "", 2, 10**7)
     nonlinearity_up: float = _num(0.0, "", 0.0, 1.0)
     nonlinearity_down: float = _num(0.0, "", 0.0, 1.0)
+    nonlinearity_exponent: float = _num(0.0, "", 0.0, 50.0)
     asymmetry: float = _num(1.0, "", 0.1, 10.0)
     write_noise: float = _num(0.0, "", 0.0, 10.0)
     read_noise: float = _num(0.0, "", 0.0, 1.0)
@@ -121,6 +130,7 @@ class DeviceSpec:
     stuck_max_fraction: float = _num(0.0, "", 0.0, 1.0)
     rounding: str = _choice("stochastic", "stochastic", "deterministic")
     scheme: str = _choice("bidirectional", "bidirectional", "reference", "one_sided")
+    reference_point: str = _choice("middle", "middle", "symmetry")
     refresh: bool = True
     refresh_level: float = _num(0.9, "", 0.5, 1.0)
     refresh_interval: int = _num(100, "", 1, 10**9)

@@ -24,7 +24,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from npusim.devices.pulsed import FROZEN, HI, LO, NOISE
+from npusim.devices.pulsed import FROZEN, HI, LO, NOISE, RATE
 
 RECORD = np.dtype([("y0", "<f4"), ("y1", "<f4"), ("m0", "<i2"), ("m1", "<i2"), ("c0", "<i4")])
 
@@ -77,7 +77,9 @@ def _normal(h: np.uint64) -> np.float32:
 @njit(inline="always", cache=True)
 def _program(y: np.float32, n: np.float32, row: int, bank, xi: np.float32) -> np.float32:
     """``n`` pulses (sign of the bank row's direction) on a device at ``y``; clipped to bounds."""
-    out = y + n * (bank[row, 0] + bank[row, 1] * y)
+    rate = bank[row, RATE]
+    f = y if rate == 0 else np.exp(rate * y)  # linear, or exponential step
+    out = y + n * (bank[row, 0] + bank[row, 1] * f)
     out += xi * bank[row, NOISE] * np.sqrt(abs(n))
     lo, hi = bank[row, LO], bank[row, HI]
     return min(max(out, lo), hi)
@@ -88,16 +90,23 @@ _CHUNKS = 64  # rows are handed to threads in this many blocks (scratch buffers 
 
 @njit(inline="always", cache=True)
 def _program_row(
-    x, base, key, stochastic, mode, rec, c1, bank, scale, w, noisy, endurance, at, cnt
+    x, base, key, stochastic, mode, rec, c1, bank, scale, w, noisy, endurance, at, cnt, acc
 ):
     """Round one row's desired pulses ``x`` and program its pulsed devices (flat ``base + c``).
 
-    at, cnt: scratch of the row's length. Returns the pulses issued in the row.
+    at, cnt: scratch of the row's length. acc: empty, or a (numel,) float32 digital
+    accumulator (in pulses): then ``acc += x`` and the whole pulses ``trunc(acc)`` are fired
+    and taken off ``acc`` (mixed-precision transfer). Returns the pulses issued in the row.
     """
     cols = x.shape[0]
     k = 0
+    accumulate = acc.shape[0] > 0
     for c in range(cols):  # stream: counts, compacted
-        if stochastic:
+        if accumulate:
+            v = acc[base + c] + x[c]
+            n = np.float32(np.trunc(v))
+            acc[base + c] = v - n
+        elif stochastic:
             n = np.floor(x[c] + _uniform24(_hash(key, base + c)))
         else:
             n = np.floor(x[c] + np.float32(0.5))
@@ -141,12 +150,13 @@ _ARGS_DOC = """rec: records of all weights (flat, :data:`RECORD`); c1: (numel,) 
     devices; pulses: (rows,) int64 output, pulses issued per row. ``mode``: ONE_DEVICE
     (device 0 gets n), BIDIRECTIONAL (device 0 gets n, device 1 gets -n), ONE_SIDED (device
     0 gets n > 0, device 1 gets -n > 0 as potentiation). A device whose count reaches
-    ``endurance`` is frozen."""
+    ``endurance`` is frozen. acc: empty (round ``x``), or a (numel,) float32 digital
+    accumulator in pulses (fire ``trunc(acc + x)``, keep the rest)."""
 
 
 @njit(parallel=True, cache=True)
 def apply_dense(
-    x, key, stochastic, mode, rec, c1, bank, scale, w, noisy, endurance, pulses
+    x, key, stochastic, mode, rec, c1, bank, scale, w, noisy, endurance, pulses, acc
 ) -> None:
     """Program desired pulses ``x`` (rows, cols) float32 into the devices, in place."""
     rows, cols = x.shape
@@ -156,13 +166,13 @@ def apply_dense(
         for r in range(ch * size, min(rows, (ch + 1) * size)):
             pulses[r] = _program_row(
                 x[r], r * cols, key, stochastic, mode, rec, c1, bank, scale, w, noisy,
-                endurance, at, cnt,
+                endurance, at, cnt, acc,
             )  # fmt: skip
 
 
 @njit(parallel=True, cache=True)
 def apply_outer(
-    left, right, key, stochastic, mode, rec, c1, bank, scale, w, noisy, endurance, pulses
+    left, right, key, stochastic, mode, rec, c1, bank, scale, w, noisy, endurance, pulses, acc
 ) -> None:
     """Program desired pulses ``leftᵀ right`` into the devices, in place, row by row.
 
@@ -188,7 +198,7 @@ def apply_outer(
             if active:
                 pulses[r] = _program_row(
                     x, r * cols, key, stochastic, mode, rec, c1, bank, scale, w, noisy,
-                    endurance, at, cnt,
+                    endurance, at, cnt, acc,
                 )  # fmt: skip
 
 

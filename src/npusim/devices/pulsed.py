@@ -9,27 +9,31 @@ Conductance is normalised by the nominal g_max: y = G / g_max, nominal range
     down:  dy = -dn * (1 + nld * (2u - 1))
 
 so nl = 0 is a linear device (hard bounds) and nl = 1 the soft-bounds model
-(the step vanishes at the bound it moves towards). :mod:`npusim.devices.kernel` applies these
-steps to whole arrays. Both are linear in y, so
-a device model per direction is two numbers: dy = n * (a + b * y) for n
-pulses of one sign (first order in the step). Cycle-to-cycle noise adds
+(the step vanishes at the bound it moves towards). With ``nonlinearity_exponent`` r > 0
+the factor (1 - 2u) becomes g_r(u) = (2 e^(-r u) - 1 - e^(-r)) / (1 - e^(-r)) (down:
+g_r(1 - u)), an exponential step (aihwkit's ExpStepDevice) with the same values at the
+bounds. :mod:`npusim.devices.kernel` applies these steps to whole arrays. A device model
+per direction is three numbers: dy = n * (a + b * f(y)) for n pulses of one sign (first
+order in the step), f(y) = y when the rate c is 0 and exp(c y) otherwise. Cycle-to-cycle noise adds
 ``noise * sqrt(|n|) * xi`` (independent per pulse, std ``noise``), and the
 result is clipped to [lo, hi]. After programming G(t) = G(t0) (t/t0)^(-nu).
 
 A chip's devices draw their parameters from a *bank* of sampled device models
-(device-to-device variation): ``bank[m, dir]`` holds (a, b, noise, lo, hi)
+(device-to-device variation): ``bank[m, dir]`` holds (a, b, noise, lo, hi, c)
 for model m and direction dir (0 = down, 1 = up); each device stores only its
 16-bit model index. Model 0 is a frozen device (stuck or worn out).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from npusim.chip.spec import DeviceSpec
 
-A, B, NOISE, LO, HI = range(5)
+A, B, NOISE, LO, HI, RATE = range(6)
 FROZEN = 0
 BANK_SIZE = 4096
 
@@ -68,13 +72,24 @@ def sample_bank(dev: DeviceSpec, size: int, gen: torch.Generator) -> Tensor:
     noise_rel = dev.write_noise * _spread(shape, dev.d2d_write_noise, gen)
     k = 2.0 / (hi - lo)
     bank = torch.zeros(size, 2, 8)
-    # down: dy = n * (a + b y) with n < 0; step magnitude dn (1 - nld + 2 nld (y - lo)/(hi - lo))
-    bank[:, 0, A] = dn * (1 - nld) - dn * nld * k * lo
-    bank[:, 0, B] = dn * nld * k
+    r = dev.nonlinearity_exponent
+    if r == 0.0:
+        # down: dy = n (a + b y), n < 0; step magnitude dn (1 - nld + 2 nld (y - lo)/(hi - lo))
+        bank[:, 0, A] = dn * (1 - nld) - dn * nld * k * lo
+        bank[:, 0, B] = dn * nld * k
+        # up: step magnitude up (1 + nlu - 2 nlu (y - lo)/(hi - lo))
+        bank[:, 1, A] = up * (1 + nlu) + up * nlu * k * lo
+        bank[:, 1, B] = -up * nlu * k
+    else:  # exponential: (1 + nl g_r(u)) = 1 - nl K + nl 2 / (1 - e^-r) e^(-r u)
+        er = math.exp(-r)
+        kk, w = (1 + er) / (1 - er), hi - lo
+        bank[:, 0, A] = dn * (1 - nld * kk)
+        bank[:, 0, B] = dn * nld * 2 * er / (1 - er) * torch.exp(-r * lo / w)
+        bank[:, 0, RATE] = r / w
+        bank[:, 1, A] = up * (1 - nlu * kk)
+        bank[:, 1, B] = up * nlu * 2 / (1 - er) * torch.exp(r * lo / w)
+        bank[:, 1, RATE] = -r / w
     bank[:, 0, NOISE] = noise_rel * dn
-    # up: step magnitude up (1 + nlu - 2 nlu (y - lo)/(hi - lo))
-    bank[:, 1, A] = up * (1 + nlu) + up * nlu * k * lo
-    bank[:, 1, B] = -up * nlu * k
     bank[:, 1, NOISE] = noise_rel * up
     bank[:, :, LO] = lo.unsqueeze(1)
     bank[:, :, HI] = hi.unsqueeze(1)
@@ -84,8 +99,24 @@ def sample_bank(dev: DeviceSpec, size: int, gen: torch.Generator) -> Tensor:
 
 
 def step_size(bank_rows: Tensor, y: Tensor) -> Tensor:
-    """Step magnitude a + b * y of one pulse, for gathered (..., 8) rows of one direction."""
-    return bank_rows[..., A] + bank_rows[..., B] * y
+    """Step magnitude a + b f(y) of one pulse (normalised conductance), for gathered (..., 8)
+    rows of one direction (f(y) = y for a rate c of 0, else exp(c y))."""
+    rate = bank_rows[..., RATE]
+    f = torch.where(rate == 0, y, torch.exp(rate * y))
+    return bank_rows[..., A] + bank_rows[..., B] * f
+
+
+def symmetry_point(down: Tensor, up: Tensor, iters: int = 40) -> Tensor:
+    """Conductance (normalised) where a device's up and down steps are equal, for gathered
+    (..., 8) bank rows of its two directions, by bisection on [lo, hi]; a bound when the
+    steps never cross (the device drifts to that bound under random pulses)."""
+    lo, hi = down[..., LO].clone(), down[..., HI].clone()
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        up_larger = step_size(up, mid) > step_size(down, mid)
+        lo = torch.where(up_larger, mid, lo)
+        hi = torch.where(up_larger, hi, mid)
+    return 0.5 * (lo + hi)
 
 
 def drift(y: Tensor, nu: Tensor, t: float, t0: float) -> Tensor:

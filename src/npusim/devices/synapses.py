@@ -20,16 +20,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from npusim.chip.capacity import check_fits
-from npusim.chip.spec import ChipSpec, DeviceSpec
+from npusim.chip.spec import DeviceSpec
+from npusim.core.outer import OuterProduct
 from npusim.devices import kernel, pulsed
-from npusim.devices.ideal import IdealSynapses, add_exact, deliver
+from npusim.devices.ideal import add_exact, deliver
 from npusim.devices.pulsed import HI, LO, NOISE
 
 _SEED_DEVICES = 0x5EED_0001
 _SEED_PULSES = 0x5EED_0002
 _SEED_DRIFT = 0x5EED_0003
 _SEED_REFRESH = 0x5EED_0004
+_SEED_PROGRAM = 0x5EED_0005
+_EMPTY = np.zeros(0, np.float32)  # no digital accumulator: the kernel rounds the update
 
 
 class DeviceSynapses:
@@ -39,7 +41,9 @@ class DeviceSynapses:
     the chip at construction, so they may change slightly). signed: per
     tensor, True for a differential pair, False for one non-negative device.
     seed: draws the chip (device models, their assignment, faults) and the
-    streams of programming randomness.
+    streams of programming randomness. w_max: per tensor, the full-swing |w| of a
+    weight (default ``weight_range`` x the tensor's initial max |w|); an update rule's
+    zero-initialised fast arrays set it.
 
     Per weight one 16-byte record holds y+ and y- (conductance / g_max), both
     devices' bank rows and the pulses of the first device (:data:`kernel.RECORD`);
@@ -54,9 +58,11 @@ class DeviceSynapses:
         signed: list[bool],
         seed: int,
         on_device: list[bool] | None = None,
+        w_max: list[float] | None = None,
     ) -> None:
         if len(params) > kernel.MAX_TENSORS:
             raise ValueError(f"at most {kernel.MAX_TENSORS} parameter tensors, got {len(params)}")
+        w_max_given = w_max
         self.dev = dev
         self.params = params
         self.signed = list(signed)
@@ -82,11 +88,12 @@ class DeviceSynapses:
         self.model: list[Tensor | None] = []  # views: bank row of a down step, (numel, devices)
         self.scale: list[float] = []
         self.updates = 0
+        self.programs = 0  # direct programming calls (update rules' transfers)
         self.total_pulses = 0
         self.refreshes = 0
         self.refresh_pulses = 0
         self.reset_pulses = 0  # abrupt RESETs among total_pulses (one-sided refresh)
-        for p, sgn, held in zip(params, self.signed, self.on_device, strict=True):
+        for t, (p, sgn, held) in enumerate(zip(params, self.signed, self.on_device, strict=True)):
             if not held:
                 self.y.append(None), self.model.append(None), self._rec_np.append(None)
                 self.rec.append(None), self.c1.append(None)
@@ -95,6 +102,8 @@ class DeviceSynapses:
             d = 2 if sgn else 1
             peak = float(p.detach().abs().max()) if p.numel() else 0.0
             w_max = dev.weight_range * (peak if peak > 0 else 1.0)
+            if w_max_given is not None:
+                w_max = float(w_max_given[t])
             if not sgn:
                 self.scale.append(w_max)
             else:  # a full swing of the programmed device(s) spans 2 w_max
@@ -170,6 +179,10 @@ class DeviceSynapses:
             y = torch.stack([base + d.clamp(min=0), base + (-d).clamp(min=0)], 1)
         elif self.dev.scheme == "reference":
             mid = 0.5 * (torch.maximum(lo[:, 0], lo[:, 1]) + torch.minimum(hi[:, 0], hi[:, 1]))
+            if self.dev.reference_point == "symmetry":  # weight 0 at the device's own
+                down = self._rows(model[:, :1], 0)[:, 0]  # symmetry point (zero-shifting)
+                sym = pulsed.symmetry_point(down, rows[:, 0])
+                mid = torch.minimum(torch.maximum(sym, lo[:, 1]), hi[:, 1])
             y = torch.stack([mid + d, mid], 1)
         else:
             mid = 0.5 * (torch.maximum(lo[:, 0], lo[:, 1]) + torch.minimum(hi[:, 0], hi[:, 1]))
@@ -187,6 +200,10 @@ class DeviceSynapses:
             for i in which:
                 if self.y[i] is not None:
                     self.params[i].copy_(self._weights_from(i, self.y[i]).view_as(self.params[i]))
+
+    def pulse_unit(self, i: int) -> float:
+        """Nominal weight change of one pulse on a weight of tensor ``i`` (weight units)."""
+        return self._pulse_unit(i)
 
     def _pulse_unit(self, i: int) -> float:
         """Weight change of one pulse on a weight of tensor ``i``."""
@@ -219,14 +236,53 @@ class DeviceSynapses:
             )  # fmt: skip
             if hasattr(dlt, "left") and hasattr(dlt, "right"):  # factored outer product
                 left = _f32(dlt.left)
-                kernel.apply_outer(left, _f32(dlt.right * inv_unit), *common)
+                kernel.apply_outer(left, _f32(dlt.right * inv_unit), *common, _EMPTY)
             else:
-                kernel.apply_dense(_f32(dlt.reshape(rows, -1) * inv_unit), *common)
+                kernel.apply_dense(_f32(dlt.reshape(rows, -1) * inv_unit), *common, _EMPTY)
             torch.autograd.graph.increment_version(p)  # written in place behind torch's back
             self.total_pulses += int(total.sum())
+        self.finish_update()
+
+    @torch.no_grad()
+    def program(self, i: int, pulses: Any, acc: Tensor | None = None) -> int:
+        """Fire desired ``pulses`` (weight rows of tensor ``i``: a dense (rows, cols) tensor or
+        an ``OuterProduct``, whose all-zero ``left`` rows are skipped) into its devices.
+
+        Without ``acc`` the counts are rounded as the device's ``rounding`` says (whole counts
+        stay whole). ``acc``: a (rows, cols) float32 digital accumulator in pulses: the kernel
+        adds ``pulses``, fires ``trunc`` of the sum and keeps the rest. Random streams are
+        keyed by a counter of these calls, apart from :meth:`apply`'s. Returns pulses fired.
+        """
+        kernel.set_threads(torch.get_num_threads())
+        p = self.params[i]
+        key = np.uint64(kernel.stream_key(self.seed ^ _SEED_PROGRAM, self.programs, i))
+        self.programs += 1
+        total = np.zeros(p.shape[0], np.int64)
+        common = (
+            key, self.dev.rounding == "stochastic",
+            self.mode if self.signed[i] else kernel.ONE_DEVICE, self._rec_np[i],
+            self.c1[i].numpy(), self._bank_np, np.float32(self.scale[i]),
+            p.detach().view(-1).numpy(), self.noisy, self._endurance, total,
+            _EMPTY if acc is None else acc.view(-1).numpy(),
+        )  # fmt: skip
+        if isinstance(pulses, OuterProduct):
+            kernel.apply_outer(_f32(pulses.left), _f32(pulses.right), *common)
+        else:
+            kernel.apply_dense(_f32(pulses.reshape(p.shape[0], -1)), *common)
+        torch.autograd.graph.increment_version(p)
+        fired = int(total.sum())
+        self.total_pulses += fired
+        return fired
+
+    def finish_update(self) -> None:
+        """Count one update; refresh saturated pairs every ``refresh_interval`` updates."""
         self.updates += 1
         if self.dev.refresh and self.updates % self.dev.refresh_interval == 0:
             self.refresh()
+
+    def periphery_events(self) -> dict[str, int]:
+        """Extra periphery events of an update rule (none: each update programmed at once)."""
+        return {}
 
     @torch.no_grad()
     def refresh(self) -> None:
@@ -321,6 +377,7 @@ class DeviceSynapses:
             "c1": [None if t is None else t.clone() for t in self.c1],
             "scale": list(self.scale),
             "updates": self.updates,
+            "programs": self.programs,
             "total_pulses": self.total_pulses,
             "refreshes": self.refreshes,
             "refresh_pulses": self.refresh_pulses,
@@ -339,6 +396,7 @@ class DeviceSynapses:
                 self._bind(i)
         self.scale = list(state["scale"])
         self.updates = int(state["updates"])
+        self.programs = int(state.get("programs", 0))
         self.total_pulses = int(state["total_pulses"])
         self.refreshes = int(state["refreshes"])
         self.refresh_pulses = int(state["refresh_pulses"])
@@ -350,30 +408,3 @@ class DeviceSynapses:
 def _f32(t: Tensor) -> np.ndarray:
     """A C-contiguous float32 numpy view (or copy) of ``t``."""
     return t.detach().to(torch.float32).contiguous().numpy()
-
-
-Synapses = IdealSynapses | DeviceSynapses
-
-
-def make_synapses(
-    spec: ChipSpec,
-    params: list[Tensor],
-    signed: list[bool],
-    seed: int,
-    on_device: list[bool] | None = None,
-) -> Synapses:
-    """Synapses for a chip: exact ones for an ideal device model, devices otherwise.
-
-    on_device: per tensor, whether devices hold it (default: tensors with 2+
-    dimensions; 1-D biases stay in the digital periphery). Raises
-    :class:`npusim.chip.ChipSpecError` when the device-held matrices need more arrays
-    than the chip's ``array.tiles`` (:func:`npusim.chip.capacity.check_fits`).
-    """
-    if len(params) != len(signed):
-        raise ValueError(f"got {len(params)} parameter tensors but {len(signed)} signed flags")
-    held = [p.dim() >= 2 for p in params] if on_device is None else list(on_device)
-    matrices = [(p, s) for p, s, h in zip(params, signed, held, strict=True) if h]
-    check_fits(spec, [(p.shape[0], p[0].numel()) for p, _ in matrices], [s for _, s in matrices])
-    if spec.is_ideal:
-        return IdealSynapses(params, signed)
-    return DeviceSynapses(spec.device, params, signed, seed, on_device)

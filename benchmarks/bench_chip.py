@@ -1,7 +1,9 @@
 """Training on a device chip versus the ideal chip: DHN-1H (784-1024-10), centered EqProp,
 mnist5k, batch 16, as ``npusim train --chip CHIP`` runs it (device pulses and the chip's
 converters). Each line is one JSON object with ``name`` and ``samples_per_s``; device chips also
-report ``time_ratio_to_ideal`` (time per epoch relative to ``ideal``; target <= 2).
+report ``time_ratio_to_ideal`` (time per epoch relative to ``ideal``; target <= 2). The update
+rules ``mixed`` and ``ttv2`` (``RULES``, on ``rram-gong2018``) are timed in the same rounds
+against the same ideal trainer (target <= 2).
 
 Rounds alternate between chips and the best round of each counts, so a busy machine
 disturbs the ratio less.
@@ -19,11 +21,13 @@ from npusim.runtime.config import TrainConfig
 from npusim.runtime.train import Trainer
 
 CHIPS = ("ideal", "rram", "pcm", "ecram")
+RULES = (("rram-gong2018", "mixed"), ("rram-gong2018", "ttv2"))  # (chip, update rule)
 BATCHES, ROUNDS = 25, 8
 
 
-def _trainer(chip: str) -> Trainer:
-    return Trainer(TrainConfig(dataset="mnist5k", model="dhn", hidden=[1024], augment=0, chip=chip))
+def _trainer(chip: str, update: str = "sgd") -> Trainer:
+    cfg = TrainConfig(dataset="mnist5k", model="dhn", hidden=[1024], augment=0, chip=chip)
+    return Trainer(cfg, update=update)
 
 
 def _seconds_per_batch(tr: Trainer, start: int) -> float:
@@ -37,6 +41,10 @@ def _seconds_per_batch(tr: Trainer, start: int) -> float:
 def main() -> None:
     chips = [c for c in CHIPS if len(sys.argv) < 2 or c in sys.argv[1:] or c == "ideal"]
     trainers = {c: _trainer(c) for c in chips}
+    for chip, rule in RULES:
+        if len(sys.argv) < 2 or rule in sys.argv[1:]:
+            trainers[f"{chip}-update-{rule}"] = _trainer(chip, rule)
+    chips = list(trainers)
     best = {c: float("inf") for c in chips}
     for r in range(ROUNDS + 1):
         for c, tr in trainers.items():

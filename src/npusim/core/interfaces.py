@@ -120,6 +120,13 @@ class Synapses(Protocol):
 
     def pulse_stats(self) -> dict[str, float]: ...
 
+    def periphery_events(self) -> dict[str, int]:
+        """Cumulative periphery events of the update rule beyond the update itself, keyed by
+        ledger counter (e.g. a digital accumulator's ``fp32_ops`` and ``bytes_tile``, a
+        transfer's ``device_reads`` and ``adc``); empty when every update is programmed at
+        once."""
+        ...
+
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...

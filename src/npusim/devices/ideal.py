@@ -71,6 +71,10 @@ class IdealSynapses:
             "updates": self.updates,
         }
 
+    def periphery_events(self) -> dict[str, int]:
+        """No update-rule work beyond the update itself."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         return {"kind": "ideal", "updates": self.updates}
 

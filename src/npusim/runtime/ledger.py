@@ -33,6 +33,11 @@ Counting model (one *relaxation* = one sample settling once; ``sizes = [n_0, …
   device) one pulse-equivalent per parameter written per update is counted. ``reset_pulses``
   is the part of them that are abrupt RESETs (one-sided devices re-programmed on refresh),
   priced apart from the gradual SET/depress pulses.
+* update-rule work: what the synapses report in ``periphery_events()`` beyond the update
+  itself (a mixed-precision accumulator's fp32 operations and SRAM bytes; a Tiki-Taka
+  transfer's DAC conversions, device reads, ADC conversions, buffer operations and bytes) is
+  added to the update phase's counters of the same names, spread over the arrays like
+  pulses, so the cost model prices it with the chip's constants.
 
 Per-layer lists are indexed by array ``k`` (its weights and its output layer ``k+1``; the input
 DACs belong to array 0). Counts are Python ints (exact on resume); times are seconds, powers W.
@@ -83,6 +88,9 @@ _SCALARS: dict[str, tuple[str, object]] = {
     "device_pulses_seen": ("count", 0),
     "device_resets_seen": ("count", 0),
 }
+RULE_COUNTERS: tuple[str, ...] = (
+    "dac", "adc", "device_reads", "digital_ops", "fp32_ops", "bytes_tile",
+)  # fmt: skip  # update-rule events a synapse model may report
 
 
 def _is_count(v: object) -> bool:
@@ -141,8 +149,8 @@ class Ledger:
     ``power_scale_w``: watts per unit of a network's ``dissipated_power`` (its normalised
     conductance × voltage² units); None records no circuit power. ``power_samples`` samples of
     every ``power_every``-th step are evaluated (a few matmuls: negligible next to relaxing).
-    ``device_pulses_seen``, ``device_resets_seen``: the synapses' cumulative pulse and RESET
-    pulse counters at the last step.
+    ``device_pulses_seen``, ``device_resets_seen``, ``device_events_seen``: the synapses'
+    cumulative pulse, RESET pulse and update-rule event counters at the last step.
     """
 
     word_bytes: int = 1
@@ -153,6 +161,7 @@ class Ledger:
     power_every: int = 100
     device_pulses_seen: int = 0
     device_resets_seen: int = 0
+    device_events_seen: dict[str, int] = field(default_factory=dict)
     sizes: list[int] = field(default_factory=list)
     logical_sizes: list[int] = field(default_factory=list)
     layers: dict[str, dict[str, list[int]]] = field(default_factory=dict)
@@ -234,6 +243,7 @@ class Ledger:
         pulses: int | list[int] = 0,
         measured: bool = False,
         reset_pulses: int | list[int] = 0,
+        rule_events: dict[str, int] | None = None,
     ) -> None:
         """Count one parameter update computed from ``batch`` samples' two equilibria.
 
@@ -241,7 +251,8 @@ class Ledger:
         0 means ideal/unknown and counts one pulse-equivalent per parameter written, unless
         ``measured`` (a device model really fired no pulse). ``reset_pulses``: how many of
         ``pulses`` were abrupt RESETs (total, spread over the arrays like ``pulses``, or one
-        count per array).
+        count per array). ``rule_events``: extra events of the update rule (totals keyed by
+        :data:`RULE_COUNTERS`), spread over the arrays in proportion to their parameters.
         """
         lay, ph = self._check("update", sizes)
         b, n = int(batch), self.sizes
@@ -261,6 +272,11 @@ class Ledger:
             lay["reset_pulses"][k] += resets[k]
             lay["params_written"][k] += params[k]
             lay["bytes_tile"][k] += 2 * b * (n[k] + n[k + 1]) * self.word_bytes
+        for name, total in (rule_events or {}).items():
+            if name not in RULE_COUNTERS:
+                raise ValueError(f"update-rule event {name!r} is not one of {RULE_COUNTERS}")
+            for k, v in enumerate(_per_array(int(total), params, True)):
+                lay[name][k] += v
         ph["updates"] += 1
 
     def training_step(
@@ -271,6 +287,7 @@ class Ledger:
         *,
         x: Tensor | None = None,
         synapses: Synapses | None = None,
+        rule_events: dict[str, int] | None = None,
     ) -> None:
         """Count one training step from a gradient estimate's relaxations (``est.phases``) and
         the update that followed.
@@ -278,7 +295,9 @@ class Ledger:
         ``x``: the batch's inputs, to record the circuit power of networks that have one
         (``dissipated_power`` not None) when ``power_scale_w`` is set. ``synapses``: the device
         model, whose cumulative ``total_pulses`` and ``reset_pulses`` count the pulses fired
-        (None: ideal, one pulse-equivalent per parameter written).
+        (None: ideal, one pulse-equivalent per parameter written). ``rule_events``: the update
+        rule's cumulative extra events (``Synapses.periphery_events()``), whose growth since
+        the last step is counted in the update phase.
         """
         sizes = list(model.sizes)
         if not self.logical_sizes:
@@ -303,12 +322,19 @@ class Ledger:
                 for (phase, _), p_sum in zip(phases, p, strict=True):
                     self.add_circuit_power(phase, p_sum * self.power_scale_w, samples=m)
         pulses = resets = 0
+        events: dict[str, int] = {}
+        for name, total in (rule_events or {}).items():
+            events[name] = max(int(total) - self.device_events_seen.get(name, 0), 0)
+            self.device_events_seen[name] = int(total)
         if synapses is not None:
             pulses = max(int(synapses.total_pulses) - self.device_pulses_seen, 0)
             self.device_pulses_seen = int(synapses.total_pulses)
             resets = max(int(synapses.reset_pulses) - self.device_resets_seen, 0)
             self.device_resets_seen = int(synapses.reset_pulses)
-        self.update(sizes, batch, pulses, measured=synapses is not None, reset_pulses=resets)
+        self.update(
+            sizes, batch, pulses, measured=synapses is not None, reset_pulses=resets,
+            rule_events=events,
+        )  # fmt: skip
 
     def add_circuit_power(self, phase: str, power_w, samples: int | None = None) -> None:
         """Add the steady-state dissipated power (W) of relaxed samples: a tensor with one value
@@ -393,6 +419,7 @@ class Ledger:
             "power_every": self.power_every,
             "device_pulses_seen": self.device_pulses_seen,
             "device_resets_seen": self.device_resets_seen,
+            "device_events_seen": dict(self.device_events_seen),
             "sizes": list(self.sizes),
             "logical_sizes": list(self.logical_sizes),
             "layers": {p: {c: list(v) for c, v in lay.items()} for p, lay in self.layers.items()},
@@ -407,6 +434,7 @@ class Ledger:
         if not isinstance(d, dict):
             raise LedgerError(f"a ledger is a JSON object, got {type(d).__name__}")
         unknown = set(d) - set(_SCALARS) - {"sizes", "logical_sizes", "layers", "phases"}
+        unknown -= {"device_events_seen"}
         if unknown:
             raise LedgerError(f"unknown ledger keys {sorted(unknown)}")
         kw: dict = {}
@@ -414,6 +442,15 @@ class Ledger:
             kw[key] = _check_scalar(key, d.get(key, default), kind)
         if kw["update_mode"] not in ("digital", "outer"):
             raise LedgerError(f"update_mode: 'digital' or 'outer', got {kw['update_mode']!r}")
+        seen = d.get("device_events_seen", {})
+        if not isinstance(seen, dict) or not all(
+            k in RULE_COUNTERS and _is_count(v) for k, v in seen.items()
+        ):
+            raise LedgerError(
+                f"device_events_seen: expected an object of {RULE_COUNTERS} holding "
+                f"non-negative integers, got {seen!r}"
+            )
+        kw["device_events_seen"] = {k: int(v) for k, v in seen.items()}
         for key in ("sizes", "logical_sizes"):
             vals = d.get(key, [])
             if not isinstance(vals, list) or not all(_is_count(n) and n >= 1 for n in vals):

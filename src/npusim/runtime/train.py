@@ -107,7 +107,9 @@ class Trainer:
     The network comes from ``cfg`` (``npusim.circuits.NETWORKS``), the learning rule from
     ``npusim.learning.ESTIMATORS``; a ``cfg.chip`` other than ``ideal`` puts the trainer on that
     chip (:meth:`put_on_chip`). ``synapses`` overrides the synapses that hold the parameters
-    (default: exact); ``ledger`` (optional) counts the events of the run.
+    (default: exact); ``ledger`` (optional) counts the events of the run. ``update``: the
+    update rule on a device chip (``npusim.devices.UPDATE_RULES``; default the
+    configuration's ``update`` field when it has one, else ``sgd``).
     """
 
     def __init__(
@@ -116,8 +118,10 @@ class Trainer:
         data: Dataset | None = None,
         synapses: Synapses | None = None,
         ledger: Ledger | None = None,
+        update: str | None = None,
     ):
         self.cfg = cfg.resolved()
+        self.update_rule = update or str(self.cfg.to_dict().get("update", "sgd"))
         self.data = data or load_dataset(self.cfg.dataset, self.cfg.data_dir)
         torch.manual_seed(self.cfg.seed)
         self.model = build_model(self.cfg, self.data.num_features, self.data.num_classes)
@@ -153,7 +157,9 @@ class Trainer:
         check_fits(spec, [(p.shape[0], p[0].numel()) for p, _ in held], [s for _, s in held])
         if not keep_synapses:
             self.synapses = (
-                None if spec.is_ideal else make_synapses(spec, params, signed, self.cfg.seed)
+                None
+                if spec.is_ideal
+                else make_synapses(spec, params, signed, self.cfg.seed, update=self.update_rule)
             )
         gains = self.model.read_gains(spec)
         self.use_periphery(periphery_for(spec.converters, self.model.normalised_states, gains))
@@ -186,7 +192,10 @@ class Trainer:
             self._relaxations += 1
             self._unconverged += rel.residual > CONVERGE_TOL
         if self.ledger is not None:
-            self.ledger.training_step(self.model, est, len(x), x=x, synapses=self.synapses)
+            events = None if self.synapses is None else self.synapses.periphery_events()
+            self.ledger.training_step(
+                self.model, est, len(x), x=x, synapses=self.synapses, rule_events=events
+            )
         return est
 
     @torch.no_grad()

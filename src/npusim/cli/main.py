@@ -11,6 +11,14 @@ from collections.abc import Callable
 
 from npusim.cli.chip_commands import add_eval_args, add_sweep_args, run_eval, run_sweep
 from npusim.cli.deploy_command import add_deploy_args, run_deploy
+from npusim.cli.lm_commands import (
+    add_generate_args,
+    add_lm_eval_args,
+    add_lm_train_args,
+    run_generate,
+    run_lm_eval,
+    run_lm_train,
+)
 from npusim.cli.options import CliError
 from npusim.cli.report_command import add_report_args, run_report
 from npusim.cli.train_command import add_train_args, run_train
@@ -27,6 +35,9 @@ COMMANDS: dict[str, Command] = {
     "sweep": (add_sweep_args, run_sweep),  # one chip parameter varied
     "report": (add_report_args, run_report),  # energy, time, area; claims check
     "deploy": (add_deploy_args, run_deploy),  # a PyTorch model on the chip for inference
+    "lm-train": (add_lm_train_args, run_lm_train),  # a character-level GPT, digital and HWA
+    "generate": (add_generate_args, run_generate),  # text from the GPT on the chip, J/token
+    "lm-eval": (add_lm_eval_args, run_lm_eval),  # the GPT's loss on the chip after drift
 }
 
 

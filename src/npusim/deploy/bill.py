@@ -46,6 +46,33 @@ _POOLS = (nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.Max
 _FREE = (nn.Flatten, nn.Dropout, nn.Identity, nn.Unflatten)
 
 
+def layer_events(name: str, m: AnalogMatrix, positions: int) -> dict:
+    """Events of one analog layer read at ``positions`` output positions (see the module
+    docstring): array and device reads, conversions, amplifier reads, digital ops, SRAM
+    values and MACs."""
+    k, n, r, c = m.in_features, m.out_features, m.row_blocks, m.col_blocks
+    comp = m.settings.drift_compensation
+    return {
+        "path": name,
+        "kind": "conv2d" if isinstance(m, AnalogConv2d) else "linear",
+        "in": k,
+        "out": n,
+        "positions": positions,
+        "row_blocks": r,
+        "col_blocks": c,
+        "arrays": m.arrays,
+        "array_reads": positions * r * c,
+        "device_reads": 2 * k * n * positions,
+        "dac": positions * k * c,
+        "adc": positions * n * r,
+        "amplifier_reads": 2 * positions * n * r,
+        "digital_ops": positions * n * ((r - 1) + (r if comp else 0) + 1),
+        "sram_values": positions * (k * c + n * r),
+        "macs": positions * k * n,
+        "cols_per_read": min(n, m.cols),
+    }
+
+
 def count_events(model: nn.Module, example: Tensor) -> dict:
     """Events of one inference of ``model`` (deployed) on ``example`` (one sample, batch-first
     with batch 1): per analog layer and in total, see the module docstring."""
@@ -60,29 +87,7 @@ def count_events(model: nn.Module, example: Tensor) -> dict:
                 if isinstance(m, AnalogConv2d)
                 else out[0].numel() // m.out_features
             )
-            k, n, r, c = m.in_features, m.out_features, m.row_blocks, m.col_blocks
-            comp = m.settings.drift_compensation
-            layers.append(
-                {
-                    "path": name,
-                    "kind": "conv2d" if isinstance(m, AnalogConv2d) else "linear",
-                    "in": k,
-                    "out": n,
-                    "positions": positions,
-                    "row_blocks": r,
-                    "col_blocks": c,
-                    "arrays": m.arrays,
-                    "array_reads": positions * r * c,
-                    "device_reads": 2 * k * n * positions,
-                    "dac": positions * k * c,
-                    "adc": positions * n * r,
-                    "amplifier_reads": 2 * positions * n * r,
-                    "digital_ops": positions * n * ((r - 1) + (r if comp else 0) + 1),
-                    "sram_values": positions * (k * c + n * r),
-                    "macs": positions * k * n,
-                    "cols_per_read": min(n, m.cols),
-                }
-            )
+            layers.append(layer_events(name, m, positions))
 
         return hook
 

@@ -16,9 +16,43 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from numba import njit
 from torch import Tensor, nn
+
+
+@njit(cache=True, fastmath=True)
+def _attend_one(qkv: np.ndarray, kc: np.ndarray, vc: np.ndarray, s: int, out: np.ndarray) -> None:
+    """One new position's causal attention with a KV cache, in one pass: store its key and
+    value at position ``s`` of ``kc``/``vc`` (H, block, hd), then per head the softmax of
+    the scaled scores over positions 0..s and the weighted sum of the values into ``out``."""
+    h_n, _, hd = kc.shape
+    d = h_n * hd
+    scale = np.float32(1.0 / np.sqrt(hd))
+    p = np.empty(s + 1, dtype=np.float32)
+    for h in range(h_n):
+        for j in range(hd):
+            kc[h, s, j] = qkv[d + h * hd + j]
+            vc[h, s, j] = qkv[2 * d + h * hd + j]
+        top = np.float32(-np.inf)
+        for t in range(s + 1):
+            acc = np.float32(0.0)
+            for j in range(hd):
+                acc += qkv[h * hd + j] * kc[h, t, j]
+            p[t] = acc * scale
+            top = max(top, p[t])
+        total = np.float32(0.0)
+        for t in range(s + 1):
+            p[t] = np.exp(p[t] - top)
+            total += p[t]
+        for j in range(hd):
+            out[h * hd + j] = np.float32(0.0)
+        for t in range(s + 1):
+            w = p[t] / total
+            for j in range(hd):
+                out[h * hd + j] += w * vc[h, t, j]
 
 
 @dataclass(frozen=True)
@@ -67,6 +101,17 @@ class Block(nn.Module):
     def attend(self, x: Tensor, layer: int, cache: KVCache | None) -> Tensor:
         b, t, d = x.shape
         h = self.n_head
+        if cache is not None and b == 1 and t == 1:  # one new token: the fused kernel
+            qkv = self.qkv(self.ln1(x)).detach().reshape(3 * d).contiguous()
+            y1 = torch.empty(d)
+            _attend_one(
+                qkv.numpy(),
+                cache.k[layer][0].numpy(),
+                cache.v[layer][0].numpy(),
+                cache.length,
+                y1.numpy(),
+            )
+            return self.proj(y1.view(1, 1, d))
         q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -147,7 +192,19 @@ def generate(
     ``seed`` makes the draw reproducible. When the context is full the last half of it is
     run again as a fresh prompt (absolute positions restart). Returns the new token ids and
     the context length (positions attended, the new one included) of every forward position
-    run — the prompt's, each generated token's and those of every refill — for the bill."""
+    run — the prompt's, each generated token's and those of every refill — for the bill.
+
+    Runs on one torch thread (restored after): a token is dozens of small operations, for
+    which a thread pool costs more than it gives, and on a busy machine far more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _generate(model, prompt, tokens, temperature, top_k, seed, on_token)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _generate(model, prompt, tokens, temperature, top_k, seed, on_token):  # noqa: ANN001, ANN202
     cfg: GPTConfig = model.cfg  # type: ignore[assignment]
     model.eval()
     gen = torch.Generator().manual_seed(int(seed))

@@ -26,11 +26,11 @@ from npusim.chip.spec import SECTIONS
 from npusim.core.errors import NpusimError
 from npusim.data.idx import load_idx_pair, read_idx
 from npusim.runtime.config import TrainConfig
+from npusim.runtime.io import digest
 from npusim.runtime.run import (
     CHECKPOINT,
     EVAL,
     RESULTS,
-    digest,
     load_checkpoint,
     read_eval,
     read_results,

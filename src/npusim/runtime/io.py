@@ -1,21 +1,29 @@
-"""Run-folder files: atomic writes (temporary file + rename), strict JSON, the folder's lock."""
+"""Run-folder files: atomic writes (temporary file + rename), strict JSON, checksummed
+weights-only checkpoints, the folder's lock."""
 
 from __future__ import annotations
 
+import enum
 import fcntl
+import hashlib
+import io
 import json
 import math
 import os
+import struct
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import torch
 
 from npusim.core.errors import NpusimError
 
 LOCK = ".npusim.lock"
+FORMAT = "npusim-checkpoint"  # the wrapper save_state writes around a state
+VERSION = 1
 
 
 class RunError(NpusimError, RuntimeError):
@@ -120,3 +128,108 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+# ---- checkpoints: weights-only pickle, checksummed ----------------------------------------
+def _encode(x: Any) -> Any:
+    """Checkpoint state in types a weights-only load accepts (numpy arrays become tagged lists
+    of Python numbers, numpy scalars Python numbers)."""
+    if isinstance(x, np.ndarray):
+        return {"__ndarray__": x.dtype.str, "shape": list(x.shape), "values": x.ravel().tolist()}
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, enum.Enum):  # e.g. Phase keys of the ledger: their plain values
+        return _encode(x.value)
+    if isinstance(x, dict):
+        return {_encode(k): _encode(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_encode(v) for v in x)
+    return x
+
+
+def _decode(x: Any, path: Path) -> Any:
+    if isinstance(x, dict):
+        if "__ndarray__" in x:
+            try:
+                dtype = np.dtype(x["__ndarray__"])
+                if dtype.kind not in "biuf":
+                    raise TypeError(f"dtype {dtype} not allowed")
+                return np.array(x["values"], dtype=dtype).reshape(x["shape"])
+            except (TypeError, ValueError, KeyError, OverflowError) as e:
+                raise RunError(f"{path}: a stored array is malformed ({e})") from None
+        return {k: _decode(v, path) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_decode(v, path) for v in x]
+    return x
+
+
+def digest(obj: Any) -> str:
+    """SHA-256 of a checkpoint's content (structure, numbers and every tensor's bytes)."""
+    h = hashlib.sha256()
+
+    def feed(x: Any) -> None:
+        if x is None:
+            h.update(b"N")
+        elif isinstance(x, bool):
+            h.update(b"B1" if x else b"B0")
+        elif isinstance(x, int):
+            h.update(b"I%d;" % x)
+        elif isinstance(x, float):
+            h.update(b"F" + struct.pack("<d", x))
+        elif isinstance(x, str):
+            b = x.encode("utf-8", "surrogatepass")
+            h.update(b"S%d;" % len(b) + b)
+        elif isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{t.dtype}{tuple(x.shape)};".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, dict):
+            h.update(b"D%d;" % len(x))
+            for k, v in x.items():
+                feed(k)
+                feed(v)
+        elif isinstance(x, (list, tuple)):
+            h.update(b"L%d;" % len(x))
+            for v in x:
+                feed(v)
+        else:
+            raise TypeError(f"cannot checksum a {type(x).__name__} in a checkpoint")
+
+    feed(obj)
+    return h.hexdigest()
+
+
+def save_state(state: Any, path: str | Path) -> None:
+    """Write ``state`` (tensors, numbers, strings, lists, dicts, numpy arrays) atomically, in
+    types a weights-only load accepts, with the SHA-256 of its content."""
+    enc = _encode(state)
+    wrapper = {"format": FORMAT, "version": VERSION, "sha256": digest(enc), "state": enc}
+    buf = io.BytesIO()
+    torch.save(wrapper, buf)
+    data = buf.getvalue()
+    atomic_write(path, lambda f: f.write(data))
+
+
+def load_state(path: str | Path) -> Any:
+    """What :func:`save_state` wrote, loaded without running code from the file
+    (``weights_only``) and its checksum verified; anything else is a :class:`RunError`."""
+    path = Path(path)
+    try:
+        wrapper = torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise RunError(f"{path} not found") from None
+    except Exception as e:  # any unreadable file; weights_only never runs code from it
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+        why = next((ln for ln in lines if "Unpickler error" in ln), lines[0])
+        raise RunError(f"cannot read checkpoint {path}: {why}") from None
+    if not (isinstance(wrapper, dict) and wrapper.get("format") == FORMAT):
+        raise RunError(f"{path} is not an npusim checkpoint (or one of an older npusim)")
+    if wrapper.get("version") != VERSION or not isinstance(wrapper.get("sha256"), str):
+        raise RunError(f"{path}: unsupported checkpoint version {wrapper.get('version')!r}")
+    try:
+        ok = digest(wrapper.get("state")) == wrapper["sha256"]
+    except TypeError:
+        ok = False
+    if not ok:
+        raise RunError(f"{path} is damaged: its checksum does not match its content")
+    return _decode(wrapper["state"], path)

@@ -4,11 +4,7 @@ and the readers of a run folder's files (each refuses a damaged or foreign file 
 
 from __future__ import annotations
 
-import enum
-import hashlib
-import io
 import math
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -16,17 +12,19 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from npusim.runtime.config import ConfigError, TrainConfig, flag_of
 from npusim.runtime.io import (
+    LOCK,
     RunError,
     RunLock,
     atomic_json,
     atomic_write,
     clean_temp_files,
+    load_state,
     read_json,
+    save_state,
 )
 from npusim.runtime.ledger import Ledger, LedgerError
 from npusim.runtime.train import EpochRecord, Trainer
@@ -52,8 +50,6 @@ CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.json"
 EVAL = "eval.json"
 CURVE = "learning_curve.png"
-FORMAT = "npusim-checkpoint"
-VERSION = 1
 RUNAWAY = 1e6  # weights beyond this many times their initial largest magnitude have run away
 GROWTH = 10.0  # at chance-level error, weights grown this many times mean a collapse
 CHANCE_MARGIN = 0.02  # train error within this of chance (1 - 1/classes) is chance
@@ -85,84 +81,11 @@ def check_fresh(out: Path) -> None:
             )
 
 
-# ---- checkpoints: weights-only pickle, checksummed --------------------------------------------
-def _encode(x: Any) -> Any:
-    """Checkpoint state in types a weights-only load accepts (numpy arrays become tagged lists
-    of Python numbers, numpy scalars Python numbers)."""
-    if isinstance(x, np.ndarray):
-        return {"__ndarray__": x.dtype.str, "shape": list(x.shape), "values": x.ravel().tolist()}
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, enum.Enum):  # e.g. Phase keys of the ledger: their plain values
-        return _encode(x.value)
-    if isinstance(x, dict):
-        return {_encode(k): _encode(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_encode(v) for v in x)
-    return x
-
-
-def _decode(x: Any, path: Path) -> Any:
-    if isinstance(x, dict):
-        if "__ndarray__" in x:
-            try:
-                dtype = np.dtype(x["__ndarray__"])
-                if dtype.kind not in "biuf":
-                    raise TypeError(f"dtype {dtype} not allowed")
-                return np.array(x["values"], dtype=dtype).reshape(x["shape"])
-            except (TypeError, ValueError, KeyError, OverflowError) as e:
-                raise RunError(f"{path}: a stored array is malformed ({e})") from None
-        return {k: _decode(v, path) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_decode(v, path) for v in x]
-    return x
-
-
-def digest(obj: Any) -> str:
-    """SHA-256 of a checkpoint's content (structure, numbers and every tensor's bytes)."""
-    h = hashlib.sha256()
-
-    def feed(x: Any) -> None:
-        if x is None:
-            h.update(b"N")
-        elif isinstance(x, bool):
-            h.update(b"B1" if x else b"B0")
-        elif isinstance(x, int):
-            h.update(b"I%d;" % x)
-        elif isinstance(x, float):
-            h.update(b"F" + struct.pack("<d", x))
-        elif isinstance(x, str):
-            b = x.encode("utf-8", "surrogatepass")
-            h.update(b"S%d;" % len(b) + b)
-        elif isinstance(x, torch.Tensor):
-            t = x.detach().cpu().contiguous().reshape(-1)
-            h.update(f"T{t.dtype}{tuple(x.shape)};".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes())
-        elif isinstance(x, dict):
-            h.update(b"D%d;" % len(x))
-            for k, v in x.items():
-                feed(k)
-                feed(v)
-        elif isinstance(x, (list, tuple)):
-            h.update(b"L%d;" % len(x))
-            for v in x:
-                feed(v)
-        else:
-            raise TypeError(f"cannot checksum a {type(x).__name__} in a checkpoint")
-
-    feed(obj)
-    return h.hexdigest()
-
-
+# ---- checkpoints -------------------------------------------------------------------------
 def save_checkpoint(state: dict, path: Path) -> None:
-    """Write a trainer's :meth:`~npusim.runtime.train.Trainer.checkpoint` atomically, in types a
-    weights-only load accepts, with the SHA-256 of its content."""
-    enc = _encode(state)
-    wrapper = {"format": FORMAT, "version": VERSION, "sha256": digest(enc), "state": enc}
-    buf = io.BytesIO()
-    torch.save(wrapper, buf)
-    data = buf.getvalue()
-    atomic_write(path, lambda f: f.write(data))
+    """Write a trainer's :meth:`~npusim.runtime.train.Trainer.checkpoint` atomically, with the
+    SHA-256 of its content (:func:`npusim.runtime.io.save_state`)."""
+    save_state(state, path)
 
 
 def load_checkpoint(out: Path) -> dict:
@@ -171,23 +94,7 @@ def load_checkpoint(out: Path) -> dict:
     path = Path(out) / CHECKPOINT
     if not path.is_file():
         raise RunError(f"nothing to resume: {path} not found")
-    try:
-        wrapper = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:  # any unreadable file; weights_only never runs code from it
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
-        why = next((ln for ln in lines if "Unpickler error" in ln), lines[0])
-        raise RunError(f"cannot read checkpoint {path}: {why}") from None
-    if not (isinstance(wrapper, dict) and wrapper.get("format") == FORMAT):
-        raise RunError(f"{path} is not an npusim checkpoint (or one of an older npusim)")
-    if wrapper.get("version") != VERSION or not isinstance(wrapper.get("sha256"), str):
-        raise RunError(f"{path}: unsupported checkpoint version {wrapper.get('version')!r}")
-    try:
-        ok = digest(wrapper.get("state")) == wrapper["sha256"]
-    except TypeError:
-        ok = False
-    if not ok:
-        raise RunError(f"{path} is damaged: its checksum does not match its content")
-    state = _decode(wrapper["state"], path)
+    state = load_state(path)
     _check_checkpoint(state, path)
     return state
 
@@ -536,44 +443,70 @@ def train_run(
     out = Path(out)
     if str(out).strip() == "":
         raise RunError("the run folder (--out) must not be empty")
-    if resume:
-        if not (out / CHECKPOINT).is_file():
-            raise RunError(f"nothing to resume: {out / CHECKPOINT} not found")
-    else:
+    if resume and not (out / CHECKPOINT).is_file():
+        raise RunError(f"nothing to resume: {out / CHECKPOINT} not found")
+    if not resume:
         if cfg is None:
             raise TypeError("train_run needs a configuration unless it resumes")
-        cfg = cfg.resolved()
-        check_fresh(out)
-        tr = Trainer(cfg, synapses=synapses, ledger=ledger)
-        w0 = _max_abs(tr.model.params())
-    with RunLock(out):
-        clean_temp_files(out)
-        title = ""
-        if resume:
-            tr, _, w0 = resume_trainer(out, synapses=synapses, ledger=ledger)
-            check_resume_options(tr.cfg, dict(given or {}), out)
-            if epochs is not None:  # a resumed run may be extended
-                if epochs < tr.state.epoch:
-                    raise RunError(f"--epochs {epochs}: {out} has already run {tr.state.epoch}")
-                tr.cfg.epochs = epochs
-            log(f"resuming {out} after epoch {tr.state.epoch}")
-        else:
-            check_fresh(out)  # again, now that the folder is ours
-        title = f"{tr.cfg.model.upper()} {tr.cfg.algorithm} on {tr.cfg.dataset}"
-        if resume and tr.state.history:  # results.json from the checkpoint (a kill may have
-            _write_results(tr, out, title, extra_results)  # come between the two)
-        n_train = len(tr.data.x_train)
-        for _ in range(tr.state.epoch, tr.cfg.epochs):
-            rec = _epoch_with_progress(tr, n_train, progress)
-            log(
-                f"epoch {rec.epoch:3d}/{tr.cfg.epochs}  train {100 * rec.train_error:5.2f}%  "
-                f"val {100 * rec.val_error:5.2f}%  test {100 * rec.test_error:5.2f}%  "
-                f"{rec.samples_per_s:7.0f} samples/s  {rec.seconds:5.1f} s"
-            )
-            check_divergence(tr, rec, w0)
-            save_checkpoint(tr.checkpoint(), out / CHECKPOINT)
-            _write_results(tr, out, title, extra_results)
+        cfg = cfg.resolved()  # a bad option fails before the folder is made
+    created = not out.exists()
+    try:
+        with RunLock(out):
+            clean_temp_files(out)
+            if resume:
+                tr, _, w0 = resume_trainer(out, synapses=synapses, ledger=ledger)
+                check_resume_options(tr.cfg, dict(given or {}), out)
+                if epochs is not None:  # a resumed run may be extended
+                    if epochs < tr.state.epoch:
+                        raise RunError(f"--epochs {epochs}: {out} has already run {tr.state.epoch}")
+                    tr.cfg.epochs = epochs
+                log(f"resuming {out} after epoch {tr.state.epoch}")
+            else:
+                check_fresh(out)
+                tr = Trainer(cfg, synapses=synapses, ledger=ledger)
+                w0 = _max_abs(tr.model.params())
+            _train(tr, out, w0, resume, log, progress, extra_results)
+    except BaseException:
+        if created and not (out / CHECKPOINT).exists():  # leave no empty folder behind
+            _remove_empty(out)
+        raise
     return tr
+
+
+def _train(
+    tr: Trainer,
+    out: Path,
+    w0: float,
+    resume: bool,
+    log: Callable[[str], None],
+    progress: bool,
+    extra_results: Callable[[Trainer], dict] | None,
+) -> None:
+    """The epochs of :func:`train_run`, in the locked folder ``out``."""
+    title = f"{tr.cfg.model.upper()} {tr.cfg.algorithm} on {tr.cfg.dataset}"
+    if resume and tr.state.history:  # results.json from the checkpoint (a kill may have come
+        _write_results(tr, out, title, extra_results)  # between the two)
+    n_train = len(tr.data.x_train)
+    for _ in range(tr.state.epoch, tr.cfg.epochs):
+        rec = _epoch_with_progress(tr, n_train, progress)
+        log(
+            f"epoch {rec.epoch:3d}/{tr.cfg.epochs}  train {100 * rec.train_error:5.2f}%  "
+            f"val {100 * rec.val_error:5.2f}%  test {100 * rec.test_error:5.2f}%  "
+            f"{rec.samples_per_s:7.0f} samples/s  {rec.seconds:5.1f} s"
+        )
+        check_divergence(tr, rec, w0)
+        save_checkpoint(tr.checkpoint(), out / CHECKPOINT)
+        _write_results(tr, out, title, extra_results)
+
+
+def _remove_empty(out: Path) -> None:
+    """Remove a run folder this run created if it holds nothing but the lock and temp files."""
+    (out / LOCK).unlink(missing_ok=True)
+    clean_temp_files(out)
+    try:
+        out.rmdir()
+    except OSError:  # something else is in it: keep it
+        pass
 
 
 def _write_results(

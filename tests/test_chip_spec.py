@@ -75,6 +75,8 @@ def _write(tmp_path, text: str):
         ("device = 3\n", ["device", "expected a table"]),
         ("[device.sources]\nn_stats = 'x'\n", ["device.sources.n_stats", "unknown key"]),
         ("[device\n", ["not valid TOML"]),
+        ("", ["defines no [device] table"]),
+        ("[array]\nrows = 64\n", ["defines no [device] table"]),
     ],
 )
 def test_invalid_files_are_rejected_with_one_clear_error(tmp_path, toml, must_contain):

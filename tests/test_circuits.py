@@ -141,3 +141,14 @@ def test_nudged_output_and_bad_beta():
         m.relax(x, beta=-1.5, target=t)
     with pytest.raises(ValueError, match="needs a target"):
         m.relax(x, beta=0.1)
+
+
+def test_a_negative_nudge_beyond_the_output_curvature_is_a_user_error() -> None:
+    from npusim.circuits.layered import NudgeNotConvex
+    from npusim.core.errors import NpusimError
+
+    net = DeepHopfield([4, 3, 2], seed=0)
+    x = torch.rand(2, 4)
+    with pytest.raises(NudgeNotConvex, match="--variant positive") as info:
+        net.relax(x, beta=-1.5, target=torch.zeros(2, 2), sweeps=2)
+    assert isinstance(info.value, NpusimError)

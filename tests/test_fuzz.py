@@ -149,12 +149,6 @@ def test_chip_loader_on_arbitrary_text(text):
     _check_chip(path)
 
 
-@pytest.mark.xfail(
-    raises=UnicodeDecodeError,
-    strict=False,
-    reason="chip/load.py reads the file with read_text(); a non-UTF-8 file should raise "
-    "ChipSpecError naming it (the CLI checks this itself: cli.options.check_chip_arg)",
-)
 def test_chip_loader_on_binary_file(tmp_path):
     path = tmp_path / "chip.toml"
     path.write_bytes(b"\x80\x81\xfe\xff binary")

@@ -34,7 +34,13 @@ def load_chip(name_or_path: str | Path) -> ChipSpec:
         raise ChipSpecError(f"{origin}: not valid TOML ({err})") from None
     if "name" not in data and isinstance(name_or_path, str) and name_or_path in list_presets():
         data["name"] = name_or_path
-    return spec_from_dict(data, origin=origin)
+    spec = spec_from_dict(data, origin=origin)
+    if "device" not in data:  # an empty or partial file must not train on silent defaults
+        raise ChipSpecError(
+            f"{origin}: defines no [device] table; a chip file needs at least its device model "
+            "(start from a preset: npusim.chip.spec_to_toml(npusim.chip.load_chip('rram')))"
+        )
+    return spec
 
 
 def _read(name_or_path: str | Path) -> tuple[str, str]:
@@ -49,7 +55,10 @@ def _read(name_or_path: str | Path) -> tuple[str, str]:
         return res.read_text(encoding="utf-8"), f"preset '{name_or_path}'"
     if not path.is_file():
         raise ChipSpecError(f"chip file '{path}': not found")
-    return path.read_text(encoding="utf-8"), f"chip file '{path}'"
+    try:
+        return path.read_text(encoding="utf-8"), f"chip file '{path}'"
+    except UnicodeDecodeError:
+        raise ChipSpecError(f"chip file '{path}': not UTF-8 text (a TOML file is)") from None
 
 
 def spec_to_toml(spec: ChipSpec) -> str:

@@ -27,6 +27,10 @@ class RelaxationDiverged(NpusimError, RuntimeError):
     """The relaxation produced NaN or inf: the network's parameters are unusable."""
 
 
+class NudgeNotConvex(NpusimError, ValueError):
+    """A negative nudge −β larger than the output's curvature: no equilibrium exists."""
+
+
 class LayeredNetwork(ABC):
     """Common machinery of the deep Hopfield and deep resistive networks."""
 
@@ -179,7 +183,11 @@ class LayeredNetwork(ABC):
             raise ValueError("a nudged relaxation (beta != 0) needs a target")
         lowest = float(beta.min()) if isinstance(beta, Tensor) else beta
         if lowest < 0.0 and lowest + float(torch.as_tensor(self._output_curvature()).min()) <= 0:
-            raise ValueError(f"beta={lowest} makes the nudged output energy non-convex")
+            raise NudgeNotConvex(
+                f"beta={lowest:g}: the −β phase makes the output energy non-convex (output "
+                f"curvature {float(torch.as_tensor(self._output_curvature()).min()):.3g}); "
+                "lower --beta, or use --variant positive (no −β phase)"
+            )
         s_in, input_drive = self._input(x)
         if tile > 1:
             input_drive = input_drive.repeat(tile, 1)

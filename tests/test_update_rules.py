@@ -127,6 +127,15 @@ def test_tiki_taka_transfer_is_unbiased(rule: str) -> None:
     assert syn.h[0].abs().max() < 1.0
 
 
+# Tiki-Taka settings for the toy (a few values tried on rram-gong2018; the DHN defaults in
+# npusim.devices.rules.TT_DEFAULTS move C far more per read: its rows are read 25x less often)
+TOY_TT: dict[str, dict[str, float]] = {
+    "ttv2": {"fast_gain": 10.0, "transfer_lr": 0.02},
+    "cttv2": {"fast_gain": 30.0, "transfer_lr": 0.05, "chop_prob": 0.05},
+    "agad": {"fast_gain": 30.0, "transfer_lr": 0.05, "chop_prob": 0.05},
+}
+
+
 def _toy(rule: str, seed: int, steps: int = 400) -> float:
     """Relative error of a 32x8 linear map learnt by SGD on MSE through ``rram-es`` devices
     (strongly asymmetric exponential steps, 2 steps write noise)."""
@@ -134,7 +143,10 @@ def _toy(rule: str, seed: int, steps: int = 400) -> float:
     g = torch.Generator().manual_seed(seed)
     teacher, w = torch.randn(32, 8, generator=g) * 0.3, torch.randn(32, 8, generator=g) * 0.3
     params = [w]
-    syn = make_synapses(spec, params, [True], seed, update=rule)
+    if rule in TT:
+        syn = TikiTakaSynapses(spec, params, [True], seed, variant=rule, **TOY_TT[rule])
+    else:
+        syn = make_synapses(spec, params, [True], seed, update=rule)
     for _ in range(steps):
         x = torch.rand(16, 32, generator=g)
         err = x @ params[0] - x @ teacher

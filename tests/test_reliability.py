@@ -163,6 +163,7 @@ def test_flipped_bytes_in_a_checkpoint_are_detected(tmp_path, capsys):
     assert at > 0
     raw[at + 3] ^= 0x40
     (run2 / CHECKPOINT).write_bytes(bytes(raw))
+    capsys.readouterr()  # what training the runs printed
     code = main(["train", "--out", str(run2), "--resume", "--epochs", "2", "--no-progress"])
     one_error_line(capsys, code, str(run2 / CHECKPOINT))
 

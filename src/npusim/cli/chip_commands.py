@@ -68,8 +68,7 @@ def run_eval(a: argparse.Namespace) -> int:
     import torch
 
     from npusim.chip import load_chip
-    from npusim.devices import make_synapses
-    from npusim.devices.converters import periphery_for
+    from npusim.devices import IdealSynapses
     from npusim.runtime.config import SEED_MAX
     from npusim.runtime.io import RunLock, atomic_json
     from npusim.runtime.run import CHECKPOINT, EVAL, RunError, read_eval, resume_trainer
@@ -86,11 +85,9 @@ def run_eval(a: argparse.Namespace) -> int:
         cfg = tr.cfg
         chip = a.chip or cfg.chip
         params = tr.model.params()
-        syn = tr.synapses
-        if syn is None or chip != cfg.chip:  # program the trained weights onto a fresh chip
-            spec = load_chip(chip)
-            syn = make_synapses(spec, params, tr.model.signed, seed=cfg.seed)
-            tr.use_periphery(periphery_for(spec.converters, tr.model.normalised_states))
+        if tr.synapses is None or chip != cfg.chip:  # program the trained weights onto a chip
+            tr.put_on_chip(load_chip(chip))
+        syn = tr.synapses or IdealSynapses(params, tr.model.signed)  # exact on an ideal chip
         programmed = [p.clone() for p in params]
         rows = []
         for label, seconds in times:

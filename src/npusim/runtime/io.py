@@ -12,6 +12,7 @@ import math
 import os
 import struct
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -215,7 +216,9 @@ def load_state(path: str | Path) -> Any:
     (``weights_only``) and its checksum verified; anything else is a :class:`RunError`."""
     path = Path(path)
     try:
-        wrapper = torch.load(path, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():  # torch's advice on unsafe files: our error says it
+            warnings.simplefilter("ignore", UserWarning)
+            wrapper = torch.load(path, weights_only=True, map_location="cpu")
     except FileNotFoundError:
         raise RunError(f"{path} not found") from None
     except Exception as e:  # any unreadable file; weights_only never runs code from it

@@ -177,9 +177,9 @@ def token_bill(
 
 def run_bill(model: nn.Module, chip: ChipSpec, contexts: list[int]) -> dict:
     """The bill of a generation run whose forward positions had context lengths
-    ``contexts`` (:func:`npusim.deploy.lm.model.generate`'s second result): energy by term,
-    latency and baselines summed over the run and per generated token (``tokens``: the
-    caller divides by what was generated; here the mean per forward position)."""
+    ``contexts`` (:func:`npusim.deploy.lm.model.generate`'s second result): energy (J) by
+    term, latency (s) and the baselines' energy and time, summed over the run (divide by the
+    tokens generated for a figure per token)."""
     if not contexts:
         raise ValueError("no forward positions")
     cache: dict[int, dict] = {}

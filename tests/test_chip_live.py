@@ -91,12 +91,29 @@ def device_figures(spec: ChipSpec) -> Any:
     return [p.tolist() for p in params], [w.tolist() for w in read], syn.pulse_stats()
 
 
+def deploy_figures(spec: ChipSpec) -> Any:
+    """A small linear layer deployed on the chip, read one day after programming."""
+    from torch import nn
+
+    from npusim.deploy import deploy, set_time
+
+    torch.manual_seed(0)
+    layer = nn.Sequential(nn.Linear(20, 12)).eval()
+    analog = deploy(layer, spec, calibration=X_DEPLOY, seed=0)
+    set_time(analog, 86400.0)
+    with torch.no_grad():
+        return analog(X_DEPLOY).tolist()
+
+
+X_DEPLOY = torch.rand(8, 20, generator=G)
+
 FIGURES: list[Callable[[ChipSpec], Any]] = [
     cost_figures,
     capacity_figure,
     converter_figures,
     drn_figures,
     device_figures,
+    deploy_figures,
 ]
 BASE = {f: f(RRAM) for f in FIGURES}
 

@@ -105,6 +105,10 @@ class DeviceSpec:
     weight_range: full-swing |w| of a pair, as a multiple of the tensor's
     initial max |w| (normalised). drift_compensation: rescale read weights
     by a global factor (as calibrated on chip) after drift.
+    inference_noise: the statistical model of a programmed device read at inference
+    (:mod:`npusim.deploy.noise`): "chip" (this section's own read noise, drift and
+    faults) or "pcm" (Nandakumar et al. 2019's PCM model: state-dependent programming
+    noise, drift exponent and 1/f read noise).
     """
 
     model: str = _choice("pulsed", "ideal", "pulsed")
@@ -136,6 +140,7 @@ class DeviceSpec:
     refresh_interval: int = _num(100, "", 1, 10**9)
     endurance: float = _num(math.inf, "", 1.0, math.inf)
     weight_range: float = _num(3.0, "", 0.01, 1e3)
+    inference_noise: str = _choice("chip", "chip", "pcm")
     sources: dict[str, str] = _sources()
 
     @property

@@ -168,14 +168,10 @@ def register(name: str) -> Callable[[type[InferenceNoise]], type[InferenceNoise]
 
 def noise_for(chip: ChipSpec, family: str | None = None, **kw: float) -> InferenceNoise:
     """The inference noise model of ``chip``: ``family`` if given, else ``ideal`` for an ideal
-    device model, ``pcm`` for a chip named pcm…, else ``chip`` (the chip's own parameters)."""
+    device model, else the chip's ``device.inference_noise`` (``chip``: its own parameters;
+    ``pcm``: Nandakumar et al. 2019)."""
     if family is None:
-        if chip.device.model == "ideal":
-            family = "ideal"
-        elif chip.name.lower().startswith("pcm"):
-            family = "pcm"
-        else:
-            family = "chip"
+        family = "ideal" if chip.device.model == "ideal" else chip.device.inference_noise
     if family not in FAMILIES:
         raise DeployError(f"unknown noise family {family!r}; known: {', '.join(sorted(FAMILIES))}")
     return FAMILIES[family](chip, **kw)

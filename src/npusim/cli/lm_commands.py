@@ -26,7 +26,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", type=path_arg, help="trained models (default ~/.cache/npusim/lm)")
     p.add_argument("--text", type=Path, help="a UTF-8 text file to learn instead of Shakespeare")
     p.add_argument("--threads", type=positive_int, help="CPU threads for torch")
-    p.add_argument("--hwa-steps", type=int, default=60, help="hardware-aware fine-tuning steps")
+    p.add_argument(
+        "--hwa-steps", type=int, default=60, help="hardware-aware fine-tuning steps (0: none)"
+    )
     p.add_argument("--hwa-noise", type=float, default=1.0, help="injected noise scale in HWA")
 
 
@@ -135,14 +137,15 @@ def _digital(a: argparse.Namespace, corpus, folder: Path, **shape: int):  # noqa
 
 def _hwa(a: argparse.Namespace, corpus, folder: Path, model, chip):  # noqa: ANN001, ANN202
     from npusim.deploy.lm import TrainSettings, hwa_finetune, load_model, save_model
+    from npusim.deploy.lm.train import HWA_SETTINGS
 
     path = folder / f"{corpus.name}-hwa-{chip.name}.pt"
     if path.exists() and not getattr(a, "force", False):
         return load_model(path)
-    if a.hwa_steps < 1:
+    if a.hwa_steps < 1 or chip.device.model == "ideal":  # nothing to adapt to
         return model, corpus.chars, {}
     _note(f"hardware-aware fine-tuning for {chip.name}, {a.hwa_steps} steps (kept in {path})")
-    s = TrainSettings(steps=a.hwa_steps, batch=16, lr=5e-4, warmup=10, seed=getattr(a, "seed", 0))
+    s = TrainSettings(**{**HWA_SETTINGS, "steps": a.hwa_steps}, seed=getattr(a, "seed", 0))
     tuned, record = hwa_finetune(model, corpus, chip, s, noise_scale=a.hwa_noise)
     save_model(tuned, corpus.chars, record, path)
     return tuned, corpus.chars, record
@@ -261,6 +264,7 @@ def run_lm_eval(a: argparse.Namespace) -> int:
         raise CorpusError(f"{out / 'lm_eval.json'} exists; choose another --out")
     t0 = time.perf_counter()
     digital, record, model, analog = _deployed(a, corpus, folder, chip)
+    tuned = model is not digital
     x, y = windows(corpus.encode(corpus.val), digital.cfg.block, a.eval_chars)
     d_loss = loss_on(digital, x, y)
     m_loss = loss_on(model, x, y)
@@ -273,8 +277,8 @@ def run_lm_eval(a: argparse.Namespace) -> int:
         "corpus": corpus.name,
         "model": {**digital.cfg.as_dict(), "params": digital.num_params()},
         "training": record,
-        "hwa": not a.no_hwa,
-        "hwa_steps": 0 if a.no_hwa else a.hwa_steps,
+        "hwa": tuned,
+        "hwa_steps": a.hwa_steps if tuned else 0,
         "eval_chars": int(x.numel()),
         "repeats": a.repeats,
         "seed": a.seed,
@@ -294,7 +298,7 @@ def run_lm_eval(a: argparse.Namespace) -> int:
         f"digital validation loss {d_loss:.3f} nats/char "
         f"(perplexity {result['digital_perplexity']:.2f})"
     )
-    kind = "digital weights" if a.no_hwa else "hardware-aware weights"
+    kind = "hardware-aware weights" if tuned else "digital weights"
     print(f"on {chip.name} ({kind}, mean ± s.d. of {a.repeats} programmings):")
     for label, r in after.items():
         print(

@@ -51,6 +51,14 @@ class TrainSettings:
     seed: int = 0
 
 
+#: hardware-aware fine-tuning from the digital model: steps, peak rate, warm-up. A design
+#: choice measured on pcm (1 d after programming: gap to digital 0.041 nats/char without, 0.017
+#: with; docs/lm_section.md); a quarter of the digital peak rate, as fine-tuning starts from
+#: trained weights (Rasch et al., Nat. Commun. 14, 5282 (2023), fine-tune HWA from a
+#: pre-trained model at a reduced rate).
+HWA_SETTINGS = {"steps": 60, "batch": 16, "lr": 5e-4, "warmup": 10}
+
+
 def model_dir(path: str | Path | None = None) -> Path:
     """Where trained models live: ``path``, else ``$NPUSIM_CACHE/lm``, else
     ``$XDG_CACHE_HOME/npusim/lm`` (default ``~/.cache/npusim/lm``)."""

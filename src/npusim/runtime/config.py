@@ -14,6 +14,7 @@ from typing import Any
 
 from npusim.core.errors import NpusimError
 from npusim.data.datasets import DATASETS
+from npusim.devices.rules import UPDATE_RULES
 from npusim.learning.estimators import ALGORITHMS, VARIANTS
 
 # Defaults per model, chosen on the validation split of mnist5k (see README).
@@ -36,6 +37,7 @@ MODEL_DEFAULTS: dict[str, dict] = {
     },
 }
 MODELS = tuple(MODEL_DEFAULTS)
+UPDATE_RULE_NAMES = tuple(UPDATE_RULES)
 DIODES = ("ideal", "shockley")
 SEED_MAX = 2**32 - 1
 STAYS_NONE = ("data_dir", "free_sweeps")  # None after resolution too (no data folder; = sweeps)
@@ -149,6 +151,13 @@ class TrainConfig:
     )
     chip: str = option(
         "ideal", kind=str, help="chip preset (ideal, rram, pcm, ecram) or a .toml file"
+    )
+    update: str = option(
+        "sgd",
+        kind=str,
+        choices=UPDATE_RULE_NAMES,
+        help="update rule on a device chip: sgd (each update at once), mixed (digital "
+        "accumulator), ttv2, cttv2, agad (Tiki-Taka transfer)",
     )
     eval_batch: int = option(1000, kind=int, lo=1, hi=1_000_000, help="samples per evaluation")
 

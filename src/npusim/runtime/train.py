@@ -107,7 +107,7 @@ class Trainer:
     chip (:meth:`put_on_chip`). ``synapses`` overrides the synapses that hold the parameters
     (default: exact); ``ledger`` (optional) counts the events of the run. ``update``: the
     update rule on a device chip (``npusim.devices.UPDATE_RULES``; default the
-    configuration's ``update`` field when it has one, else ``sgd``).
+    configuration's ``update``).
     """
 
     def __init__(
@@ -119,7 +119,7 @@ class Trainer:
         update: str | None = None,
     ):
         self.cfg = cfg.resolved()
-        self.update_rule = update or str(self.cfg.to_dict().get("update", "sgd"))
+        self.update_rule = update or self.cfg.update
         self.data = data or load_dataset(self.cfg.dataset, self.cfg.data_dir)
         torch.manual_seed(self.cfg.seed)
         self.model = build_model(self.cfg, self.data.num_features, self.data.num_classes)

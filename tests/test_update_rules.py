@@ -211,3 +211,23 @@ def test_each_rule_resumes_exactly(rule: str) -> None:
         syn_b.apply(b, [d])
     assert torch.equal(a[0], b[0])
     assert syn_a.total_pulses == syn_b.total_pulses
+
+
+def test_train_with_seeds_writes_the_mean_and_sd(tmp_path) -> None:
+    """``npusim train --update mixed --seeds 0,1`` runs OUT/seed-0, OUT/seed-1 and writes
+    OUT/results.json with the test error's mean and s.d. over them (fractions)."""
+    import json
+    import statistics
+
+    from npusim.cli.main import main
+
+    out = tmp_path / "runs"
+    args = ["train", "--dataset", "digits", "--hidden", "16", "--epochs", "1", "--no-progress"]
+    args += ["--chip", "rram-gong2018", "--update", "mixed", "--seeds", "0,1", "--out", str(out)]
+    assert main(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    per_seed = [json.loads((out / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)]
+    assert res["runs"] == ["seed-0", "seed-1"] and res["config"]["update"] == "mixed"
+    assert all(r["config"]["seed"] == s for r, s in zip(per_seed, (0, 1), strict=True))
+    assert res["test_error_mean"] == pytest.approx(statistics.fmean(res["test_errors"]))
+    assert res["test_error_std"] == pytest.approx(statistics.stdev(res["test_errors"]))

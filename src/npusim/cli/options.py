@@ -123,6 +123,23 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)"
     )
+    p.add_argument(
+        "--seeds",
+        type=seed_list,
+        help="seeds, e.g. 0,1,2: one run per seed in OUT/seed-S, and OUT/results.json with "
+        "the test error's mean and s.d. (fractions) over the seeds",
+    )
+
+
+def seed_list(text: str) -> list[int]:
+    """``0,1,2`` -> [0, 1, 2]: distinct seeds in [0, 2**32 - 1]."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds like 0,1,2, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or not all(0 <= s < 2**32 for s in seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds in [0, 2**32 - 1], got {text!r}")
+    return seeds
 
 
 def given_options(a: argparse.Namespace) -> dict[str, Any]:

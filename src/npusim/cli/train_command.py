@@ -24,6 +24,8 @@ def run_train(a: argparse.Namespace) -> int:
 
     if a.resume and a.out is None:
         raise CliError("--resume needs --out RUN_FOLDER")
+    if a.seeds is not None:
+        return _run_seeds(a)
     given = given_options(a)
     set_threads(a.threads)
     if a.resume:  # the stored configuration; options given must agree with it
@@ -52,4 +54,55 @@ def run_train(a: argparse.Namespace) -> int:
     if tr.ledger is not None and tr.ledger.training_samples > 0:  # none: a run of the Python API
         report_ledger(tr.ledger, a.out, chip=tr.cfg.chip)
     print(f"run folder: {a.out}  (energy claims check: npusim report {a.out} --target-ratio 10000)")
+    return 0
+
+
+def _run_seeds(a: argparse.Namespace) -> int:
+    """One run per seed in OUT/seed-S (one after another), then OUT/results.json with the
+    test error (at each run's best validation epoch) over the seeds: mean and sample s.d."""
+    import dataclasses
+    import statistics
+
+    from npusim.report import report_ledger
+    from npusim.runtime.io import atomic_json
+    from npusim.runtime.ledger import Ledger
+    from npusim.runtime.run import new_run_dir, train_run
+
+    if a.resume:
+        raise CliError("--seeds starts new runs; resume each OUT/seed-S with --resume --out")
+    set_threads(a.threads)
+    cfg = config_from_args(a)
+    check_chip_arg(cfg.chip)
+    out = a.out or new_run_dir(a.runs, cfg)
+    runs = []
+    for seed in a.seeds:
+        folder = out / f"seed-{seed}"
+        tr = train_run(
+            dataclasses.replace(cfg, seed=seed),
+            folder,
+            progress=not a.no_progress,
+            ledger=Ledger(),
+        )
+        if tr.ledger is not None and tr.ledger.training_samples > 0:
+            report_ledger(tr.ledger, folder, chip=tr.cfg.chip)
+        stats = tr.synapses.pulse_stats() if tr.synapses is not None else {}
+        runs.append((seed, folder.name, tr.best, stats.get("pulses_mean", 0.0)))
+    errors = [best.test_error for _, _, best, _ in runs]
+    results = {
+        "config": {k: v for k, v in cfg.to_dict().items() if k != "seed"},
+        "seeds": list(a.seeds),
+        "runs": [name for _, name, _, _ in runs],
+        "test_errors": errors,
+        "val_errors": [best.val_error for _, _, best, _ in runs],
+        "best_epochs": [best.epoch for _, _, best, _ in runs],
+        "pulses_mean": [p for *_, p in runs],
+        "test_error_mean": statistics.fmean(errors),
+        "test_error_std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
+    }
+    atomic_json(results, out / "results.json")
+    print(
+        f"test error over seeds {','.join(map(str, a.seeds))}: "
+        f"{100 * results['test_error_mean']:.2f} +- {100 * results['test_error_std']:.2f}%"
+    )
+    print(f"runs: {out}/seed-*  summary: {out / 'results.json'}")
     return 0

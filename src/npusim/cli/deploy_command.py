@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from npusim.cli.chip_commands import parse_duration
+from npusim.report.plot import after_drift_png
 
 
 def _labelled(text: str) -> tuple[str, float]:
@@ -135,7 +136,18 @@ def run_deploy(a: argparse.Namespace) -> int:
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_json(result, out / "deploy.json")
-    _plot(result, out / "deploy.png")
+    pct = {k: {"mean": 100 * v["mean"], "std": 100 * v["std"]} for k, v in result["after"].items()}
+    after_drift_png(
+        pct,
+        result["after_seconds"],
+        out / "deploy.png",
+        digital=100 * result["digital_test_error"],
+        margin=0.5,
+        margin_label="digital + 0.5 pt",
+        ylabel="test error (%)",
+        label=f"{result['chip']} chip",
+        title=f"{result['model']} on {result['chip']} ({result['dataset']})",
+    )
     print(f"digital test error {100 * digital:.2f}% ({a.model}, {a.dataset})")
     print(f"on {chip.name} (mean ± s.d. of {a.repeats} programmings):")
     for label, r in after.items():
@@ -156,32 +168,3 @@ def run_deploy(a: argparse.Namespace) -> int:
 
     print(f"wrote {out / 'deploy.json'} and {out / 'deploy.png'}")
     return 0
-
-
-def _plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = list(result["after"])
-    ts = [max(float(result["after_seconds"][k]), 1.0) for k in labels]
-    mean = [100 * result["after"][k]["mean"] for k in labels]
-    sd = [100 * result["after"][k]["std"] for k in labels]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.errorbar(ts, mean, yerr=sd, marker="o", capsize=3, label=f"{result['chip']} chip")
-    ax.axhline(100 * result["digital_test_error"], color="gray", ls="--", label="digital")
-    ax.axhline(
-        100 * result["digital_test_error"] + 0.5, color="gray", ls=":", label="digital + 0.5 pt"
-    )
-    ax.set_xscale("log")
-    ax.set_xticks(ts, labels)
-    ax.set_xlabel("time after programming")
-    ax.set_ylabel("test error (%)")
-    ax.set_title(f"{result['model']} on {result['chip']} ({result['dataset']})", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from npusim.cli.chip_commands import parse_duration
 from npusim.cli.options import path_arg, positive_int
+from npusim.report.plot import after_drift_png
 
 
 def _labelled(text: str) -> tuple[str, float]:
@@ -293,7 +294,17 @@ def run_lm_eval(a: argparse.Namespace) -> int:
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_json(result, out / "lm_eval.json")
-    _plot(result, out / "lm_eval.png")
+    after_drift_png(
+        result["after"],
+        result["after_seconds"],
+        out / "lm_eval.png",
+        digital=result["digital_val_loss"],
+        margin=0.1,
+        margin_label="digital + 0.1",
+        ylabel="validation loss (nats/char)",
+        label=f"{result['chip']} chip",
+        title=f"char GPT on {result['chip']} ({result['corpus']})",
+    )
     print(
         f"digital validation loss {d_loss:.3f} nats/char "
         f"(perplexity {result['digital_perplexity']:.2f})"
@@ -307,31 +318,3 @@ def run_lm_eval(a: argparse.Namespace) -> int:
         )
     print(f"wrote {out / 'lm_eval.json'} and {out / 'lm_eval.png'}")
     return 0
-
-
-def _plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = list(result["after"])
-    ts = [max(float(result["after_seconds"][k]), 1.0) for k in labels]
-    mean = [result["after"][k]["mean"] for k in labels]
-    sd = [result["after"][k]["std"] for k in labels]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.errorbar(ts, mean, yerr=sd, marker="o", capsize=3, label=f"{result['chip']} chip")
-    d = result["digital_val_loss"]
-    ax.axhline(d, color="gray", ls="--", label="digital")
-    ax.axhline(d + 0.1, color="gray", ls=":", label="digital + 0.1")
-    ax.set_xscale("log")
-    ax.set_xticks(ts, labels)
-    ax.set_xlabel("time after programming")
-    ax.set_ylabel("validation loss (nats/char)")
-    ax.set_title(f"char GPT on {result['chip']} ({result['corpus']})", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)

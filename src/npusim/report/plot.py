@@ -1,4 +1,5 @@
-"""Stacked-bar PNG of the NPU's energy breakdown per training sample and per inference."""
+"""PNG plots: the NPU's energy breakdown per training sample and per inference; a figure of
+merit against time after programming (drift)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,50 @@ def breakdown_png(report: dict, path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def after_drift_png(
+    after: dict[str, dict[str, float]],
+    seconds: dict[str, float],
+    path: str | Path,
+    *,
+    digital: float,
+    margin: float,
+    margin_label: str,
+    ylabel: str,
+    label: str,
+    title: str,
+) -> Path:
+    """Mean ± s.d. of a figure (``after[time] = {"mean", "std"}``, already in plot units) at
+    each time after programming (``seconds[time]``, s; log axis), with the digital model's
+    value and the target ``digital + margin`` as lines. Written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from npusim.runtime.io import atomic_write
+
+    labels = list(after)
+    ts = [max(float(seconds[k]), 1.0) for k in labels]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.errorbar(
+        ts,
+        [after[k]["mean"] for k in labels],
+        yerr=[after[k]["std"] for k in labels],
+        marker="o",
+        capsize=3,
+        label=label,
+    )
+    ax.axhline(digital, color="gray", ls="--", label="digital")
+    ax.axhline(digital + margin, color="gray", ls=":", label=margin_label)
+    ax.set_xscale("log")
+    ax.set_xticks(ts, labels)
+    ax.set_xlabel("time after programming")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
+    return Path(path)

@@ -26,6 +26,15 @@ def test_deploy_command_writes_results(tmp_path, capsys):
     assert e["total_energy_j"] > 0 and set(e["baselines"]) >= {"H100 SXM", "A100 SXM"}
     assert (out / "deploy.png").stat().st_size > 0
     assert "after     1y" in capsys.readouterr().out
+    # npusim report prints the folder's inference bill: its total and each baseline's
+    assert main(["report", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert f"{1e9 * e['total_energy_j']:.1f}" in shown
+    h100 = e["baselines"]["H100 SXM"]["total_j"]
+    assert f"H100 SXM: {1e9 * h100:.1f} nJ per inference" in shown
+    (out / "deploy.json").write_text("[1, 2]")
+    assert main(["report", str(out)]) == 2
+    assert "not a deploy.json" in capsys.readouterr().err
 
 
 def test_bad_model_files_are_one_error_line(tmp_path, capsys):

@@ -16,7 +16,11 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
     """Energy, time and area of a finished run next to a GPU and a phone NPU."""
     from npusim.cost.baselines import GPUS
 
-    p.add_argument("run", type=Path, help="run folder holding results.json")
+    p.add_argument(
+        "run",
+        type=Path,
+        help="run folder holding results.json (npusim train) or deploy.json (npusim deploy)",
+    )
     p.add_argument(
         "--target-ratio",
         type=float,
@@ -45,6 +49,8 @@ def run_report(a: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise CliError("--measure-gpu needs a CUDA GPU; none is visible")
+    if (a.run / "deploy.json").is_file() and not (a.run / "results.json").exists():
+        return report_deploy(a.run / "deploy.json")
     ledger, results = read_ledger(a.run)
     if ledger.training_samples == 0:
         raise CliError(f"{a.run / 'results.json'}: its ledger counts no training sample")
@@ -59,4 +65,45 @@ def run_report(a: argparse.Namespace) -> int:
             target_ratio=a.target_ratio,
             measure_gpu=a.measure_gpu,
         )
+    return 0
+
+
+def report_deploy(path: Path) -> int:
+    """Print the inference bill a ``npusim deploy`` folder holds (``deploy.json``): energy by
+    term per inference for each mapping, latency, arrays and area, and the baselines."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        bills = {"one copy of each layer": d["energy"]}
+        if "energy_replicated" in d:
+            bills["conv arrays replicated"] = d["energy_replicated"]
+        terms = list(d["energy"]["energy_j"])
+        rows = [
+            (name, [float(b["energy_j"][t]) for t in terms], float(b["total_energy_j"]), b)
+            for name, b in bills.items()
+        ]
+        baselines = {k: float(v["total_j"]) for k, v in d["energy"]["baselines"].items()}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CliError(f"{path}: not a deploy.json of 'npusim deploy' ({e!r})") from None
+    console = Console() if Console().is_terminal else Console(width=140)
+    table = Table(title=f"{d.get('model', '?')} on {d.get('chip', '?')}: nJ per inference")
+    for col in ("mapping", *terms, "total", "latency", "arrays", "area"):
+        table.add_column(col, justify="left" if col == "mapping" else "right")
+    for name, energies, total, b in rows:
+        table.add_row(
+            name,
+            *(f"{1e9 * e:.1f}" for e in energies),
+            f"{1e9 * total:.1f}",
+            f"{1e6 * float(b['latency_s']):.2f} µs",
+            str(b["arrays"]),
+            f"{1e6 * float(b['total_area_m2']):.2f} mm²",
+        )
+    console.print(table)
+    best = min(total for _, _, total, _ in rows)
+    for name, j in baselines.items():
+        console.print(f"{name}: {1e9 * j:.1f} nJ per inference ({j / best:.2f}x the chip's best)")
     return 0

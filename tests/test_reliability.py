@@ -486,3 +486,20 @@ def test_every_error_class_is_an_npusim_error():
     for cls in (ConfigError, RunError, ChipSpecError, CliError, IdxError, DatasetError):
         assert issubclass(cls, NpusimError)
     assert issubclass(RelaxationDiverged, NpusimError) and issubclass(TrainingDiverged, RunError)
+
+
+@pytest.mark.parametrize("rule", ["mixed", "ttv2", "agad"])
+def test_saved_update_rule_states_are_checked_to_their_device_arrays(rule):
+    from npusim.chip import load_chip
+    from npusim.devices import make_synapses
+    from npusim.runtime.run import _check_synapses
+
+    params = [torch.randn(6, 4) * 0.1, torch.zeros(4)]
+    syn = make_synapses(load_chip("rram-gong2018"), params, [True, True], seed=0, update=rule)
+    syn.apply(params, [torch.randn(6, 4) * 0.01, torch.zeros(4)])
+    state = syn.state_dict()
+    assert _check_synapses(state)
+    inner = state["devices"] if rule == "mixed" else state["slow"]
+    inner["scale"][0] = float("nan")  # a damaged device array inside the rule's state
+    assert not _check_synapses(state)
+    assert not _check_synapses({**syn.state_dict(), "kind": "unknown"})

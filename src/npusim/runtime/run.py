@@ -138,11 +138,31 @@ def _check_checkpoint(ck: Any, path: Path) -> None:
         check_ledger(led, path)
 
 
+def _finite_list(v: Any) -> bool:
+    """A list of None or finite tensors (a synapse kind's per-parameter state)."""
+    return isinstance(v, list) and all(
+        t is None or (isinstance(t, torch.Tensor) and bool(torch.isfinite(t.float()).all()))
+        for t in v
+    )
+
+
 def _check_synapses(s: Any) -> bool:
+    """A saved synapse state of a known kind, its nested device arrays checked too."""
     if not isinstance(s, dict) or not isinstance(s.get("kind"), str):
         return False
-    if s["kind"] != "devices":
+    kind = s["kind"]
+    if kind == "ideal":
         return True  # exact synapses keep no state of their own
+    if kind == "mixed":  # devices + the digital accumulator
+        return _check_synapses(s.get("devices")) and _finite_list(s.get("chi"))
+    if kind in ("ttv2", "cttv2", "agad"):  # fast array A, slow array C, digital buffers
+        return (
+            _check_synapses(s.get("fast"))
+            and _check_synapses(s.get("slow"))
+            and all(_finite_list(s.get(k)) for k in ("h", "mean", "past", "chopper"))
+        )
+    if kind != "devices":
+        return False
     ints = ("seed", "updates", "total_pulses", "refreshes", "refresh_pulses")
     return (
         all(_int(s.get(k)) and s[k] >= 0 for k in ints)

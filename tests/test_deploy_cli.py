@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from npusim.cli.main import main
+from npusim.core.errors import NpusimError
 
 
 def test_deploy_command_writes_results(tmp_path, capsys):
@@ -80,8 +81,10 @@ def test_torchscript_and_factory_models_load(tmp_path):
         torch.jit.script(model).save(str(tmp_path / "m.ts"))
     torch.save(model, tmp_path / "m.pt")
     x = torch.rand(3, 64)
+    with pytest.raises(NpusimError, match="--trust-model-file"):
+        load_model(str(tmp_path / "m.pt"))  # a pickle is not unpickled unless trusted
     for path in ("m.ts", "m.pt"):
-        loaded, built_in = load_model(str(tmp_path / path))
+        loaded, built_in = load_model(str(tmp_path / path), trust_pickle=True)
         assert not built_in
         with torch.no_grad():
             assert torch.equal(loaded(x), model(x))

@@ -30,6 +30,11 @@ def add_deploy_args(p: argparse.ArgumentParser) -> None:
         metavar="TIME",
         help="times after programming, e.g. 1h 1d 1y (default)",
     )
+    p.add_argument(
+        "--trust-model-file",
+        action="store_true",
+        help="allow unpickling a torch.save'd MODEL file (pickles can run code when loaded)",
+    )
     p.add_argument("--dataset", default="mnist5k", choices=("mnist5k", "digits"))
     p.add_argument(
         "--epochs",
@@ -79,7 +84,7 @@ def run_deploy(a: argparse.Namespace) -> int:
     if a.model == "mlp":
         model, built_in = mlp(inputs=data.num_features), True
     else:
-        model, built_in = load_model(a.model)
+        model, built_in = load_model(a.model, trust_pickle=a.trust_model_file)
     conv = is_conv(model)
     h, w = data.image_shape
 

@@ -60,9 +60,11 @@ def is_conv(model: nn.Module) -> bool:
     return False
 
 
-def load_model(spec: str) -> tuple[nn.Module, bool]:
+def load_model(spec: str, trust_pickle: bool = False) -> tuple[nn.Module, bool]:
     """(model, built_in) for a MODEL argument; raises :class:`DeployError` when the file is
-    not a model."""
+    not a model. A ``torch.save``d module is a pickle, which can run code while it loads: it
+    is unpickled only with ``trust_pickle`` (``--trust-model-file``); everything else loads
+    without running code from the file (TorchScript, or ``weights_only``)."""
     if spec in BUILTIN:
         return BUILTIN[spec](), True
     path_s, _, factory = spec.partition(":") if spec.count(":") == 1 else (spec, "", "")
@@ -84,11 +86,20 @@ def load_model(spec: str) -> tuple[nn.Module, bool]:
         else:
             return _unscript(m, spec), False
     try:
-        obj = torch.load(str(path), weights_only=False)
+        obj = torch.load(str(path), weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is one user error
-        raise DeployError(
-            f"MODEL {spec!r} is not a TorchScript or torch.save'd module ({e.__class__.__name__})"
-        ) from None
+        if "Unsupported global" not in str(e):  # not a pickle of classes: not a model
+            raise DeployError(
+                f"MODEL {spec!r} is not a TorchScript or torch.save'd module "
+                f"({e.__class__.__name__})"
+            ) from None
+        if not trust_pickle:  # a pickled module: loading it runs code from the file
+            raise DeployError(
+                f"MODEL {spec!r} is a pickled module, and unpickling it can run code from the "
+                "file; pass --trust-model-file if you trust it, or give a TorchScript file or "
+                "file.py:factory"
+            ) from None
+        obj = torch.load(str(path), weights_only=False)
     if not isinstance(obj, nn.Module):
         raise DeployError(
             f"MODEL {spec!r} holds a {type(obj).__name__}, not an nn.Module (save the module "

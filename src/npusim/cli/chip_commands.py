@@ -34,8 +34,21 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def _labelled_duration(text: str) -> tuple[str, float]:
+def labelled_duration(text: str) -> tuple[str, float]:
+    """('1d', 86400.0): a time after programming with the label the user wrote."""
     return text, parse_duration(text)
+
+
+def add_after_option(p: argparse.ArgumentParser, defaults: tuple[str, ...]) -> None:
+    """``--after TIME …``: times after programming, as (label, seconds) pairs."""
+    p.add_argument(
+        "--after",
+        nargs="+",
+        type=labelled_duration,
+        default=[labelled_duration(t) for t in defaults],
+        metavar="TIME",
+        help=f"times after programming, e.g. 1h 1d 1y (default: {' '.join(defaults)})",
+    )
 
 
 def _value(text: str) -> int | float | str:
@@ -52,14 +65,7 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     """Evaluate a trained run on a chip after conductance drift (e.g. --after 1h 1d 1y)."""
     p.add_argument("run", type=Path, help="run folder written by 'npusim train'")
     p.add_argument("--chip", help="chip preset or .toml (default: the chip the run trained on)")
-    p.add_argument(
-        "--after",
-        nargs="+",
-        type=_labelled_duration,
-        default=[_labelled_duration(t) for t in ("0s", "1h", "1d", "1y")],
-        metavar="TIME",
-        help="times after programming, e.g. 1h 1d 1y (default: 0s 1h 1d 1y)",
-    )
+    add_after_option(p, ("0s", "1h", "1d", "1y"))
     p.add_argument("--split", choices=("val", "test"), default="test")
     p.add_argument("--seed", type=int, default=0, help="seed of the read noise")
 

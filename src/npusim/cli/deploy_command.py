@@ -7,12 +7,8 @@ import argparse
 import time
 from pathlib import Path
 
-from npusim.cli.chip_commands import parse_duration
+from npusim.cli.chip_commands import add_after_option
 from npusim.report.plot import after_drift_png
-
-
-def _labelled(text: str) -> tuple[str, float]:
-    return text, parse_duration(text)
 
 
 def add_deploy_args(p: argparse.ArgumentParser) -> None:
@@ -22,14 +18,7 @@ def add_deploy_args(p: argparse.ArgumentParser) -> None:
         help="built-in mlp or lenet5, a TorchScript / torch.save'd module, or file.py:factory",
     )
     p.add_argument("--chip", default="pcm", help="chip preset (ideal, rram, pcm, ecram) or .toml")
-    p.add_argument(
-        "--after",
-        nargs="+",
-        type=_labelled,
-        default=[_labelled(t) for t in ("1h", "1d", "1y")],
-        metavar="TIME",
-        help="times after programming, e.g. 1h 1d 1y (default)",
-    )
+    add_after_option(p, ("1h", "1d", "1y"))
     p.add_argument(
         "--trust-model-file",
         action="store_true",

@@ -14,13 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from npusim.cli.chip_commands import parse_duration
+from npusim.cli.chip_commands import add_after_option, labelled_duration
 from npusim.cli.options import path_arg, positive_int
 from npusim.report.plot import after_drift_png
-
-
-def _labelled(text: str) -> tuple[str, float]:
-    return text, parse_duration(text)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -54,8 +50,8 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chip", default="pcm", help="chip preset (ideal, rram, pcm, ecram) or .toml")
     p.add_argument(
         "--after",
-        type=_labelled,
-        default=_labelled("1d"),
+        type=labelled_duration,
+        default=labelled_duration("1d"),
         metavar="TIME",
         help="time since programming, e.g. 1h, 1d, 1y (default 1d)",
     )
@@ -74,14 +70,7 @@ def add_lm_eval_args(p: argparse.ArgumentParser) -> None:
     """Validation loss (nats/char) of the GPT, digital vs on a chip after drift; JSON and plot."""
     _common(p)
     p.add_argument("--chip", default="pcm", help="chip preset (ideal, rram, pcm, ecram) or .toml")
-    p.add_argument(
-        "--after",
-        nargs="+",
-        type=_labelled,
-        default=[_labelled(t) for t in ("1h", "1d", "1y")],
-        metavar="TIME",
-        help="times after programming (default 1h 1d 1y)",
-    )
+    add_after_option(p, ("1h", "1d", "1y"))
     p.add_argument("--repeats", type=positive_int, default=5, help="programmings per time")
     p.add_argument(
         "--eval-chars",

@@ -492,7 +492,7 @@ def test_every_error_class_is_an_npusim_error():
 def test_saved_update_rule_states_are_checked_to_their_device_arrays(rule):
     from npusim.chip import load_chip
     from npusim.devices import make_synapses
-    from npusim.runtime.run import _check_synapses
+    from npusim.runtime.run_files import _check_synapses
 
     params = [torch.randn(6, 4) * 0.1, torch.zeros(4)]
     syn = make_synapses(load_chip("rram-gong2018"), params, [True, True], seed=0, update=rule)

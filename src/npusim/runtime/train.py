@@ -151,8 +151,9 @@ class Trainer:
         has, or when its amplifiers cannot bring the network's outputs into the ADC range."""
         self.chip = spec
         params, signed = self.model.params(), self.model.signed
-        held = [(p, s) for p, s in zip(params, signed, strict=True) if p.dim() >= 2]
-        check_fits(spec, [(p.shape[0], p[0].numel()) for p, _ in held], [s for _, s in held])
+        if spec.is_ideal or keep_synapses:  # make_synapses checks the capacity otherwise
+            held = [(p, s) for p, s in zip(params, signed, strict=True) if p.dim() >= 2]
+            check_fits(spec, [(p.shape[0], p[0].numel()) for p, _ in held], [s for _, s in held])
         if not keep_synapses:
             self.synapses = (
                 None

@@ -49,7 +49,9 @@ class ArraySpec:
     the chip (count): a network needing more is refused (:func:`npusim.chip.capacity.
     check_fits`). adcs_per_array: ADCs shared by the columns of one array
     (column multiplexing). read_voltage (V): voltage that encodes a normalised
-    input of 1 on a row (and a normalised ADC reading of 1).
+    input of 1 on a row (and a normalised ADC reading of 1). rows_per_write: rows of one
+    array programmed in the same pulse slot (count; every column of those rows is pulsed at
+    once), which sets the update time (:mod:`npusim.cost.latency`).
     """
 
     rows: int = _num(128, "", 1, 65536)
@@ -57,6 +59,7 @@ class ArraySpec:
     tiles: int = _num(1024, "", 1, 10**7)
     adcs_per_array: int = _num(8, "", 1, 65536)
     read_voltage: float = _num(0.2, "V", 1e-3, 5.0)
+    rows_per_write: int = _num(1, "", 1, 65536)
     sources: dict[str, str] = _sources()
 
 
@@ -189,14 +192,16 @@ class TimingSpec:
     """Timing. pulse_width (s): one programming pulse. settle_tau (s): RC time
     constant of an array settling to equilibrium (one settle step). read_time (s):
     one array read cycle (integration + conversion). clock (Hz): digital periphery
-    and SAR ADC clock (one conversion per cycle). digital_lanes: operations the
-    digital periphery completes per clock cycle (count)."""
+    clock. digital_lanes: operations the digital periphery completes per clock cycle
+    (count). adc_rate (Hz): conversions per second of one ADC (the array's
+    ``array.adcs_per_array`` ADCs share its columns)."""
 
     pulse_width: float = _num(1e-8, "s", 1e-12, 1.0)
     settle_tau: float = _num(1e-9, "s", 1e-15, 1.0)
     read_time: float = _num(1e-7, "s", 1e-12, 1.0)
     clock: float = _num(1e9, "Hz", 1e3, 1e12)
     digital_lanes: int = _num(1024, "", 1, 10**9)
+    adc_rate: float = _num(1.28e9, "Hz", 1e3, 1e12)
     sources: dict[str, str] = _sources()
 
 
@@ -217,6 +222,9 @@ class EnergySpec:
     digital_mac (J): one 8-bit integer multiply-accumulate (ledger ``digital_ops``).
     digital_fp32_op (J): one fp32 multiply or add (ledger ``fp32_ops``).
     static_power (W): leakage of one array with its periphery when powered.
+    pulse_slot (J): one row or column line driven for one slot of a stochastic pulse train
+    (a pulse or none; ledger ``pulse_slots``, in-array updates).
+    sample_hold (J): one sample-and-hold of an analog line value (ledger ``sample_hold``).
     array_area (m^2): one crossbar array. adc_area, dac_area, amplifier_area
     (m^2): one converter / amplifier. digital_area (m^2): the digital periphery
     (update engine, buffers), once per chip.
@@ -233,6 +241,8 @@ class EnergySpec:
     digital_mac: float = _num(2.3e-13, "J", 0.0, 1e-6)
     digital_fp32_op: float = _num(3.7e-12, "J", 0.0, 1e-6)
     static_power: float = _num(1e-4, "W", 0.0, 1e3)
+    pulse_slot: float = _num(3.9e-13, "J", 0.0, 1e-9)
+    sample_hold: float = _num(1e-15, "J", 0.0, 1e-9)
     array_area: float = _num(2.5e-11, "m2", 0.0, 1e-2)
     adc_area: float = _num(1.2e-9, "m2", 0.0, 1e-2)
     dac_area: float = _num(1.7e-13, "m2", 0.0, 1e-2)

@@ -148,7 +148,7 @@ def drn_power_scale_w(chip: str | None, input_gain: float) -> float | None:
 # ---- report.json: every value with unit and source ----------------------------------------
 # ChipSpec fields the cost model prices with (the device physics fields act in devices/).
 COST_FIELDS: dict[str, tuple[str, ...]] = {
-    "array": ("rows", "cols", "tiles", "adcs_per_array", "read_voltage"),
+    "array": ("rows", "cols", "tiles", "adcs_per_array", "read_voltage", "rows_per_write"),
     "device": ("g_min", "g_max"),
     "converters": ("adc_bits", "dac_bits"),
     "amplifier": ("gain", "per_array"),
@@ -189,7 +189,6 @@ def constants_table(
             "read_device / (read_voltage^2 x G_mid), for a measured circuit power",
         ),
         "digital_ops_per_s": (digital_ops_per_s(spec), "op/s", "digital_lanes x clock"),
-        "adc_rate_hz": (spec.timing.clock, "S/s", "one SAR conversion per clock cycle"),
     }
     for name, (value, unit, formula) in derived.items():
         out[name] = {"value": value, "unit": unit, "source": f"derived from {chip}: {formula}"}

@@ -27,7 +27,6 @@ per row), amplifiers (``amplifier.per_array``) and the digital periphery (``ener
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -40,9 +39,9 @@ from npusim.cost.constants import (
     analog_mac_j,
     cost_spec,
     dac_j,
-    digital_ops_per_s,
     read_integration_s,
 )
+from npusim.cost.latency import phase_times, readouts, sweep_time, tiles, train_latency
 from npusim.runtime.ledger import Ledger
 
 TERMS: tuple[str, ...] = (
@@ -86,14 +85,6 @@ class NpuCost:
         return sum(self.area_m2.values())
 
 
-def tiles(sizes: list[int], spec: ChipSpec) -> list[tuple[int, int]]:
-    """(row tiles, column tiles) of each weight matrix on ``array.rows × array.cols`` arrays."""
-    r, c = spec.array.rows, spec.array.cols
-    return [
-        (math.ceil(a / r), math.ceil(b / c)) for a, b in zip(sizes[:-1], sizes[1:], strict=False)
-    ]
-
-
 def arrays_in_use(sizes: list[int], spec: ChipSpec) -> int:
     """Arrays holding the network's weight matrices (one per tile)."""
     return sum(r * q for r, q in tiles(sizes, spec))
@@ -112,38 +103,10 @@ def npu_area(sizes: list[int], spec: ChipSpec | None = None) -> dict[str, float]
     }
 
 
-def _sweep_time(ledger: Ledger, phase: str, spec: ChipSpec) -> float:
-    """Time (s) of one settle step in ``phase``: simulated if recorded, else ``settle_tau``."""
-    settle, sweeps = ledger.count("settle_s", phase), ledger.count("sweeps", phase)
-    return settle / sweeps if settle > 0 and sweeps else spec.timing.settle_tau
-
-
-def readouts(ledger: Ledger, phase: str) -> float:
-    """Read-outs of ``phase``: one per relaxation, or one per sweep when every sweep converts."""
-    return ledger.count("sweeps" if ledger.convert_every_sweep else "relaxations", phase)
-
-
 def phase_time(ledger: Ledger, phase: str, spec: ChipSpec | None = None) -> float:
-    """Wall time (s) of a phase: settling + read-out + programming + digital periphery.
-
-    Samples run one after another on one copy of the network; arrays (layers) work in
-    parallel. A read-out lasts ``timing.read_time`` (integration and conversion), or longer when
-    an array's ADCs (``array.adcs_per_array`` per column tile, one conversion per
-    ``timing.clock`` cycle) need longer for their conversions. Each row tile writes one row at a
-    time (``timing.pulse_width`` per pulse); the digital periphery does
-    ``timing.digital_lanes`` operations per clock cycle.
-    """
-    spec = cost_spec(spec)
-    n, t = ledger.sizes, spec.timing
-    settle = ledger.count("sweeps", phase) * _sweep_time(ledger, phase, spec)
-    convert, prog = 0.0, 0.0
-    for k, (rt, ct) in enumerate(tiles(n, spec)):
-        adcs = ct * spec.array.adcs_per_array
-        convert = max(convert, ledger.count("adc", phase, k) / (adcs * t.clock))
-        prog = max(prog, ledger.count("pulses", phase, k) * t.pulse_width / (rt * n[k + 1]))
-    read = max(readouts(ledger, phase) * t.read_time, convert)
-    ops = ledger.count("digital_ops", phase) + ledger.count("fp32_ops", phase)
-    return settle + read + prog + ops / digital_ops_per_s(spec)
+    """Wall time (s) ``phase`` adds to the schedule of :mod:`npusim.cost.latency` (settling,
+    read-outs, digital work, programming; the update's 8-bit work overlapping relaxations)."""
+    return phase_times(ledger, spec)[phase]
 
 
 def npu_cost(ledger: Ledger, spec: ChipSpec | str | None = None) -> NpuCost:
@@ -159,9 +122,10 @@ def npu_cost(ledger: Ledger, spec: ChipSpec | str | None = None) -> NpuCost:
     conv_adc, conv_dac = adc_j(spec), dac_j(spec)
     t_int = read_integration_s(spec)
     energy, time, events = {}, {}, ledger.by_phase()
+    times = phase_times(ledger, spec)
     for p in ledger.phases:
         ev = events[p]
-        t_sweep = _sweep_time(ledger, p, spec)
+        t_sweep = sweep_time(ledger, p, spec)
         # measured power of this phase; inference is a free relaxation of the same circuit
         free = events.get(Phase.FREE)
         src = ev if ev["power_measured"] > 0 else free if p == Phase.INFERENCE else None
@@ -173,7 +137,7 @@ def npu_cost(ledger: Ledger, spec: ChipSpec | str | None = None) -> NpuCost:
             array_j = ev["macs"] * mac_j
             read_j = ev["device_reads"] * e.read_device
         resets = ev["reset_pulses"]
-        time[p] = phase_time(ledger, p, spec)
+        time[p] = times[p]
         energy[p] = {
             "array": array_j,
             "read": read_j,
@@ -208,7 +172,9 @@ def inference_ledger(ledger: Ledger) -> Ledger:
 
 
 def per_sample(ledger: Ledger, spec: ChipSpec | str | None = None) -> dict[str, dict]:
-    """Energy (J) by term and time (s) per training sample and per inference."""
+    """Energy (J) by term and time (s) per training sample and per inference: ``time_s`` is the
+    schedule's wall time per sample (1 / throughput), ``latency_s`` one sample's own path
+    (:mod:`npusim.cost.latency`)."""
     c = cost_spec(spec)
     out: dict[str, dict] = {}
     n_train = ledger.training_samples
@@ -218,6 +184,7 @@ def per_sample(ledger: Ledger, spec: ChipSpec | str | None = None) -> dict[str, 
         out["train"] = {
             "energy_j": {t: v / n_train for t, v in e.items()},
             "time_s": sum(cost.time_s.get(p, 0.0) for p in TRAIN_PHASES) / n_train,
+            "latency_s": train_latency(ledger, c),
         }
     inf = inference_ledger(ledger)
     cost = npu_cost(inf, c)
@@ -225,5 +192,6 @@ def per_sample(ledger: Ledger, spec: ChipSpec | str | None = None) -> dict[str, 
     out["inference"] = {
         "energy_j": {t: v / n_inf for t, v in cost.phase_energy(["inference"]).items()},
         "time_s": cost.time_s["inference"] / n_inf,
+        "latency_s": cost.time_s["inference"] / n_inf,
     }
     return out

@@ -20,7 +20,7 @@ Energy (J) = device reads × ``energy.read_device`` + conversions × ``adc/dac_e
 amplifier reads × ``amplifier_power`` × ``read_time`` + digital ops × ``digital_mac`` + bytes ×
 ``sram_per_byte`` / ``dram_per_byte`` + ``static_power`` × arrays × latency. Latency (s): the
 layers run one after another; the arrays of a layer in parallel, each read taking
-``max(read_time, ⌈cols used / adcs_per_array⌉ / clock)``; digital ops at ``clock ×
+``max(read_time, ⌈cols used / adcs_per_array⌉ / adc_rate)``; digital ops at ``clock ×
 digital_lanes``. Area (m²): the arrays used with their ADCs, DACs and amplifiers, plus the
 digital periphery. An ideal (0-bit) converter is priced at 8 bits. With ``replicate`` a conv
 layer's arrays are copied so its positions are read in parallel (fewer µs, less static
@@ -182,7 +182,7 @@ def inference_bill(
     )
     for layer in ev["analog"]:
         layer["cycle_s"] = max(
-            t.read_time, math.ceil(layer["cols_per_read"] / a.adcs_per_array) / t.clock
+            t.read_time, math.ceil(layer["cols_per_read"] / a.adcs_per_array) / t.adc_rate
         )
     dig_time = dig_ops / (t.clock * t.digital_lanes)
     reps = _replicas(ev["analog"], chip, dig_time) if replicate else [1] * len(ev["analog"])

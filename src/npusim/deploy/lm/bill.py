@@ -24,7 +24,7 @@ One token at context length ``T`` (positions attended, the new one included) run
 
 Energy (J) = counts × the ChipSpec's constants (:mod:`npusim.deploy.bill`'s terms), static
 energy = ``static_power`` × arrays × latency. Latency (s): the analog layers one after
-another (each read ``max(read_time, ⌈cols / adcs_per_array⌉ / clock)``) plus the digital ops
+another (each read ``max(read_time, ⌈cols / adcs_per_array⌉ / adc_rate)``) plus the digital ops
 on ``clock × digital_lanes`` lanes; memory time is not modelled. So the energy per token is
 affine in ``T``: the KV reads, the attention MACs and the softmax grow with it.
 
@@ -124,7 +124,7 @@ def token_bill(
     e, tm, a, c = chip.energy, chip.timing, chip.array, chip.converters
     word = max(1, math.ceil(max(_bits(c.dac_bits), _bits(c.adc_bits)) / 8))
     analog_s = sum(
-        max(tm.read_time, math.ceil(layer["cols_per_read"] / a.adcs_per_array) / tm.clock)
+        max(tm.read_time, math.ceil(layer["cols_per_read"] / a.adcs_per_array) / tm.adc_rate)
         for layer in ev["layers"]
     )
     digital_s = (ev["digital_ops"] + ev["fp32_ops"]) / (tm.clock * tm.digital_lanes)

@@ -63,9 +63,11 @@ def test_halving_adcs_doubles_the_conversion_part_when_conversion_bound():
         assert half.settle == full.settle
     # read-time bound: fewer ADCs change nothing until their conversions outlast read_time
     fast = chip(**{"timing.adc_rate": 1e12})
-    assert phase_parts(led, "free", fast).readout == phase_parts(
-        led, "free", fast.replace(**{"array.adcs_per_array": 4})
-    ).readout == pytest.approx(3 * RRAM.timing.read_time)
+    assert (
+        phase_parts(led, "free", fast).readout
+        == phase_parts(led, "free", fast.replace(**{"array.adcs_per_array": 4})).readout
+        == pytest.approx(3 * RRAM.timing.read_time)
+    )
 
 
 def test_every_sweep_conversion_adds_a_read_out_to_each_sweep():
@@ -140,9 +142,7 @@ def test_batch_of_one_has_no_overlap():
     led = training_ledger(batch=1, batches=5)
     got = per_sample(led, spec)["train"]
     assert got["time_s"] == pytest.approx(got["latency_s"])
-    serial = sum(
-        phase_parts(led, p, spec).busy for p in ("free", "nudged+", "nudged-", "update")
-    )
+    serial = sum(phase_parts(led, p, spec).busy for p in ("free", "nudged+", "nudged-", "update"))
     assert got["time_s"] == pytest.approx(serial / 5)
 
 

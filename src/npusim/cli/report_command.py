@@ -1,4 +1,5 @@
-"""``npusim report RUN [--target-ratio R]``: energy, time and area of a finished run."""
+"""``npusim report RUN [--target-ratio R] [--target-compute R]``: energy, time and area of a
+finished run, and the energy and compute claims checks."""
 
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
         metavar="R",
         help="claims check: what must hold for the NPU to be R times more efficient",
     )
+    p.add_argument(
+        "--target-compute",
+        type=float,
+        metavar="R",
+        help="compute claims check: throughput against the GPU and the phone NPU at equal area "
+        "and equal power, and what R times the GPU's would need (adds compute_claims to "
+        "report.json and writes compute_claims.png)",
+    )
     p.add_argument("--gpu", choices=list(GPUS), default="h100", help="reference GPU")
     p.add_argument("--chip", help="chip preset or TOML for the costs (default: the run's chip)")
     p.add_argument(
@@ -44,12 +53,17 @@ def run_report(a: argparse.Namespace) -> int:
 
     if a.target_ratio is not None and not (math.isfinite(a.target_ratio) and a.target_ratio > 0):
         raise CliError(f"--target-ratio must be a finite number > 0, got {a.target_ratio}")
+    tc = a.target_compute
+    if tc is not None and not (math.isfinite(tc) and tc > 0):
+        raise CliError(f"--target-compute must be a finite number > 0, got {tc}")
     if a.measure_gpu:
         import torch
 
         if not torch.cuda.is_available():
             raise CliError("--measure-gpu needs a CUDA GPU; none is visible")
     if (a.run / "deploy.json").is_file() and not (a.run / "results.json").exists():
+        if tc is not None:
+            raise CliError(f"{a.run}: --target-compute needs a training run (results.json)")
         return report_deploy(a.run / "deploy.json")
     ledger, results = read_ledger(a.run)
     if ledger.training_samples == 0:
@@ -63,6 +77,7 @@ def run_report(a: argparse.Namespace) -> int:
             chip=chip,
             gpu=a.gpu,
             target_ratio=a.target_ratio,
+            target_compute=tc,
             measure_gpu=a.measure_gpu,
         )
     return 0

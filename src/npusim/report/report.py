@@ -11,6 +11,7 @@ from npusim.core.errors import NpusimError
 from npusim.core.phases import TRAIN_PHASES, Phase
 from npusim.cost.baselines import GPUS, PHONE_NPU, GpuPreset, PhoneNpuPreset
 from npusim.cost.claims import EVENT_OF_TERM, claims_check
+from npusim.cost.compute_claims import compute_claims
 from npusim.cost.constants import PhysicalLimits, constants_table, cost_spec
 from npusim.cost.npu import arrays_in_use, npu_area, per_sample
 from npusim.runtime.ledger import Ledger, LedgerError
@@ -23,11 +24,13 @@ TERM_NOTES: dict[str, str] = {
     "dac": "input (and output-nudge) digital-to-analog conversions",
     "adc": "equilibrium read-out conversions (both phases for EqProp)",
     "programming": "memristor programming pulses applying the updates (SET and RESET)",
-    "digital": "8-bit periphery arithmetic: EqProp outer products, argmax",
+    "digital": "8-bit periphery arithmetic: EqProp outer products, argmax, bias increments",
     "fp32": "fp32 periphery arithmetic: nudges, the update's scale-and-quantise",
     "sram": "converted values moved between arrays and tile buffers",
     "dram": "inputs fetched from off-chip memory",
     "static": "leakage of arrays and periphery over the run time",
+    "pulse_trains": "row and column lines driven in the slots of in-array update pulse trains",
+    "sample_hold": "analog values held for an in-array update (instead of ADC reads)",
 }
 
 
@@ -49,13 +52,16 @@ def build_report(
     gpus: list[GpuPreset] | None = None,
     phone: PhoneNpuPreset = PHONE_NPU,
     target_ratio: float | None = None,
+    target_compute: float | None = None,
     measured_gpu: dict | None = None,
     limits: PhysicalLimits | None = None,
 ) -> dict:
     """Everything the report shows, as plain data (J, s, m²), the NPU priced by ``spec`` (a
     ``ChipSpec``, preset name or TOML path; None: the ``ideal`` preset). The first GPU is the
     reference for ratios and for the claims check. ``measured_gpu``: ``{"name", "energy_j",
-    "time_s"}`` per training sample from :func:`npusim.cost.measure_backprop_training`."""
+    "time_s"}`` per training sample from :func:`npusim.cost.measure_backprop_training`.
+    ``target_compute``: adds ``compute_claims`` (:func:`npusim.cost.compute_claims.
+    compute_claims` against the first GPU and ``phone``)."""
     c = cost_spec(spec)
     gpus = gpus or list(GPUS.values())
     logical = ledger.logical_sizes or ledger.sizes
@@ -134,12 +140,17 @@ def build_report(
             c,
             limits,
         )
+    if target_compute is not None:
+        report["compute_claims"] = compute_claims(
+            ledger, c, target_ratio=float(target_compute), batch=batch, gpu=gpus[0], phone=phone
+        )
     return report
 
 
 def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``report.json`` and ``energy_breakdown.png`` into ``out_dir``; return the paths."""
-    from npusim.report.plot import breakdown_png
+    """Write ``report.json`` and ``energy_breakdown.png`` (and ``compute_claims.png`` with a
+    compute claims check) into ``out_dir``; return the paths."""
+    from npusim.report.plot import breakdown_png, compute_png
     from npusim.runtime.io import atomic_json
 
     out = Path(out_dir)
@@ -147,6 +158,8 @@ def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
     paths = {"json": out / "report.json", "png": out / "energy_breakdown.png"}
     atomic_json(_finite(report), paths["json"])
     breakdown_png(report, paths["png"])
+    if "compute_claims" in report:
+        paths["compute_png"] = compute_png(report["compute_claims"], out / "compute_claims.png")
     return paths
 
 

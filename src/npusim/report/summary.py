@@ -27,11 +27,13 @@ def report_ledger(
     chip: str | None = None,
     gpu: str = "h100",
     target_ratio: float | None = None,
+    target_compute: float | None = None,
     measure_gpu: bool = False,
     console: Console | None = None,
 ) -> dict:
     """Build the report of ``ledger``, print its tables, write its files into ``out_dir``.
-    ``measure_gpu`` also trains the same MLP by backprop on the local GPU, read through NVML."""
+    ``measure_gpu`` also trains the same MLP by backprop on the local GPU, read through NVML;
+    ``target_compute`` adds the compute claims check (:mod:`npusim.cost.compute_claims`)."""
     measured = None
     if measure_gpu:
         import torch
@@ -48,6 +50,7 @@ def report_ledger(
         cost_spec(chip),
         gpus=gpu_list(gpu),
         target_ratio=target_ratio,
+        target_compute=target_compute,
         measured_gpu=measured,
     )
     rep["chip"] = chip
@@ -58,5 +61,5 @@ def report_ledger(
     print_report(rep, console)
     if out_dir is not None:
         paths = write_report(rep, out_dir)
-        console.print(f"wrote {paths['json']} and {paths['png']}")
+        console.print("wrote " + ", ".join(str(p) for p in paths.values()))
     return rep

@@ -114,11 +114,102 @@ def claims_table(report: dict) -> Table:
     return t
 
 
+def compute_table(cc: dict) -> Table:
+    """Throughput per training sample and per inference: one unit, and every system scaled to
+    the reference GPU's area and power; the NPU's ratio over each."""
+    area = cc["budget"]["area_m2"]
+    t = Table(
+        title=f"Compute claim: samples/s on the same work, scaled to the {cc['reference_gpu']}'s "
+        f"area ({area * 1e6:.0f} mm²) or power on this work; NPU ÷ system"
+    )
+    cols = ("system", "per", "s/sample", "power", "area", "one unit", "equal area", "÷",
+            "equal power", "÷")  # fmt: skip
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("system", "per") else "right")
+    for kind in ("train", "inference"):
+        npu = cc["systems"]["NPU"].get(kind)
+        if npu is None:
+            continue
+        for name, kinds in cc["systems"].items():
+            s = kinds[kind]
+            n = s["samples_per_s"]
+            rate = npu["samples_per_s"]
+            t.add_row(
+                name,
+                "training sample" if kind == "train" else "inference",
+                si(s["time_s"], "s"),
+                f"{s['power_w']:.3g} W",
+                f"{s['area_m2'] * 1e6:.3g} mm²",
+                f"{n['one_unit']:.3g}",
+                f"{n['equal_area']:.3g}",
+                ratio(rate["equal_area"] / n["equal_area"]),
+                f"{n['equal_power']:.3g}",
+                ratio(rate["equal_power"] / n["equal_power"]),
+            )
+    return t
+
+
+def _value(x: float | str | None, key: str) -> str:
+    if x is None:
+        return "∞"
+    if isinstance(x, str):
+        return x
+    if key.endswith(("settle_tau", "read_time", "pulse_width")):
+        return si(x, "s")
+    if key.endswith("adc_rate"):
+        return si(x, "Hz")
+    return f"{x:.4g}"
+
+
+def needed_table(cc: dict, kind: str) -> Table:
+    """What the target would need, each assumption alone, at equal area and equal power."""
+    per = "training sample" if kind == "train" else "inference"
+    r, lim = cc["ratios"][kind], cc["ratio_at_limits"][kind]
+    t = Table(
+        title=f"What {ratio(cc['target_ratio'])} the {cc['reference_gpu']}'s {per}s/s would "
+        f"need, each assumption alone (now {ratio(r['equal_area']['vs_gpu'])} at equal area, "
+        f"{ratio(r['equal_power']['vs_gpu'])} at equal power; every assumption at its limit: "
+        f"{ratio(lim['equal_area'])} and {ratio(lim['equal_power'])})"
+    )
+    for col in ("assumption", "now", "limit", "equal area", "verdict", "equal power", "verdict"):
+        t.add_column(col, justify="left" if col in ("assumption", "verdict") else "right")
+    area, power = cc["needed"][kind]["equal_area"], cc["needed"][kind]["equal_power"]
+    for key, a in area.items():
+        p = power[key]
+        t.add_row(
+            a["assumption"],
+            _value(a["now"], key),
+            _value(a["limit"], key),
+            _value(a["needed_alone"], key),
+            a["verdict"],
+            _value(p["needed_alone"], key),
+            p["verdict"],
+        )
+    c = cc["copies_needed"][kind]
+    t.add_row(
+        "copies of the network in parallel",
+        "1",
+        "reticle, GPU power",
+        f"{c['copies']:.4g}",
+        f"{c['area_m2'] * 1e6:.3g} mm², {c['power_w']:.3g} W: {c['verdict']}",
+        "",
+        "",
+    )
+    return t
+
+
 def render(report: dict) -> Group:
     """All tables of a report as one renderable."""
     parts = [systems_table(report), breakdown_table(report)]
     if "claims" in report:
         parts.append(claims_table(report))
+    if "compute_claims" in report:
+        cc = report["compute_claims"]
+        parts.append(compute_table(cc))
+        for kind in ("train", "inference"):
+            if kind in cc["needed"]:
+                parts.append(needed_table(cc, kind))
+        parts.extend(f"{k}: {v}" for k, v in cc["verdict"].items())
     return Group(*parts)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from npusim.cli.chip_commands import add_eval_args, add_sweep_args, run_eval, run_sweep
 from npusim.cli.deploy_command import add_deploy_args, run_deploy
+from npusim.cli.edge_command import add_edge_args, run_edge
 from npusim.cli.lm_commands import (
     add_generate_args,
     add_lm_eval_args,
@@ -38,6 +39,7 @@ COMMANDS: dict[str, Command] = {
     "lm-train": (add_lm_train_args, run_lm_train),  # a character-level GPT, digital and HWA
     "generate": (add_generate_args, run_generate),  # text from the GPT on the chip, J/token
     "lm-eval": (add_lm_eval_args, run_lm_eval),  # the GPT's loss on the chip after drift
+    "edge": (add_edge_args, run_edge),  # a trained chip learning in the field, on a power budget
 }
 
 

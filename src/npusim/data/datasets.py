@@ -129,6 +129,25 @@ def load_dataset(name: str, data_dir: str | Path | None = None, split_seed: int 
     raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
+def class_subset(data: Dataset, classes: list[int] | tuple[int, ...]) -> Dataset:
+    """``data`` with every split restricted to the samples of ``classes``. Labels keep their
+    values and ``num_classes`` stays the dataset's, so a network keeps one output per class
+    and can learn the other classes later."""
+    bad = [c for c in classes if not 0 <= c < data.num_classes]
+    if bad or not classes:
+        raise DatasetError(
+            f"dataset {data.name!r}: classes {list(classes)} must be some of "
+            f"0..{data.num_classes - 1}"
+        )
+    keep = torch.tensor(sorted(set(classes)))
+    parts: list[Tensor] = []
+    for split in ("train", "val", "test"):
+        x, y = data.split(split)
+        mask = torch.isin(y, keep)
+        parts += [x[mask], y[mask]]
+    return Dataset(data.name, *parts, data.num_classes, data.image_shape)
+
+
 def one_hot(y: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """One-hot targets in {0, 1}, shape (batch, num_classes)."""
     return torch.nn.functional.one_hot(y, num_classes).to(dtype)

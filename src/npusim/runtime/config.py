@@ -40,7 +40,8 @@ MODELS = tuple(MODEL_DEFAULTS)
 UPDATE_RULE_NAMES = tuple(UPDATE_RULES)
 DIODES = ("ideal", "shockley")
 SEED_MAX = 2**32 - 1
-STAYS_NONE = ("data_dir", "free_sweeps")  # None after resolution too (no data folder; = sweeps)
+STAYS_NONE = ("data_dir", "free_sweeps", "classes")  # None after resolution too (no data
+# folder; = sweeps; every class)
 MAX_INPUTS = 784  # the largest input layer of the datasets (28×28)
 MAX_PARAMS = 100_000_000  # weights a simulated network may hold (several float32 copies each)
 
@@ -96,6 +97,15 @@ class TrainConfig:
 
     dataset: str = option("mnist5k", kind=str, choices=DATASETS, help="dataset")
     data_dir: str | None = option(kind=str, help="folder with IDX files (mnist, fashion-mnist)")
+    classes: list[int] | None = option(
+        kind="ints",
+        lo=0,
+        hi=9,
+        length=(2, 10),
+        help="train, validate and test on these classes only, e.g. 0,1,2,3,4 (the output "
+        "layer keeps one unit per class of the dataset)",
+        default_text="all",
+    )
     model: str = option("dhn", kind=str, choices=MODELS, help="network")
     hidden: list[int] = option(
         kind="ints",
@@ -196,6 +206,11 @@ class TrainConfig:
                 raise ConfigError(f"{describe(key)}={getattr(self, key)!r} is invalid: {allowed}")
 
         need(self.diode == "ideal" or self.model == "drn", "diode", "shockley only with model drn")
+        need(
+            self.classes is None or len(set(self.classes)) == len(self.classes),
+            "classes",
+            "give each class once",
+        )
         n = len(self.hidden) + 1
         need(
             self.lrs is not None and len(self.lrs) == n,

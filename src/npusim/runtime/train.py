@@ -15,7 +15,7 @@ from npusim.chip import ChipSpec, load_chip
 from npusim.chip.capacity import check_fits
 from npusim.circuits import NetworkOptions, make_network
 from npusim.core.interfaces import GradientEstimate, Network, Synapses
-from npusim.data.datasets import Dataset, load_dataset, one_hot
+from npusim.data.datasets import Dataset, class_subset, load_dataset, one_hot
 from npusim.devices import make_synapses
 from npusim.devices.converters import Periphery, periphery_for
 from npusim.learning.estimators import make_estimator
@@ -121,6 +121,8 @@ class Trainer:
         self.cfg = cfg.resolved()
         self.update_rule = update or self.cfg.update
         self.data = data or load_dataset(self.cfg.dataset, self.cfg.data_dir)
+        if self.cfg.classes is not None:  # a class subset; one output per class remains
+            self.data = class_subset(self.data, self.cfg.classes)
         torch.manual_seed(self.cfg.seed)
         self.model = build_model(self.cfg, self.data.num_features, self.data.num_classes)
         self.estimator = make_estimator(

@@ -231,3 +231,7 @@ def test_train_with_seeds_writes_the_mean_and_sd(tmp_path) -> None:
     assert all(r["config"]["seed"] == s for r, s in zip(per_seed, (0, 1), strict=True))
     assert res["test_error_mean"] == pytest.approx(statistics.fmean(res["test_errors"]))
     assert res["test_error_std"] == pytest.approx(statistics.stdev(res["test_errors"]))
+    assert res["energy_per_train_sample_j"] > 0 and res["lifetime_max_device_s"] > 0
+    serial = tmp_path / "serial"  # the same seeds one after another in this process
+    assert main([*args[:-1], str(serial), "--jobs", "1"]) == 0
+    assert json.loads((serial / "results.json").read_text())["test_errors"] == res["test_errors"]

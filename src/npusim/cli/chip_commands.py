@@ -15,7 +15,6 @@ from npusim.cli.options import (
     add_train_args,
     check_chip_arg,
     config_from_args,
-    set_threads,
 )
 
 _UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 3.15576e7}
@@ -112,10 +111,69 @@ def run_eval(a: argparse.Namespace) -> int:
 
 # ---- sweep ----------------------------------------------------------------------------
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
-    """Train once per value of one chip parameter; table and plot of test error against it."""
+    """Train once per value of one chip parameter or training option (and per chip and seed);
+    table and plot of test error against it."""
     add_train_args(p)
-    p.add_argument("--param", required=True, help="dotted chip key, e.g. device.n_states")
-    p.add_argument("--values", required=True, help="comma-separated values, e.g. 4,16,64,256,1024")
+    p.add_argument(
+        "--param",
+        required=True,
+        help="a dotted chip key (e.g. device.n_states) or a training option (e.g. update, lr)",
+    )
+    p.add_argument(
+        "--values",
+        required=True,
+        help="comma-separated values, e.g. 4,16,64 or sgd,mixed,ttv2 (list options such as "
+        "hidden: separate the values with ';', e.g. '256;512 256')",
+    )
+    p.add_argument(
+        "--chips",
+        help="comma-separated chips (presets or .toml files): one row per chip and value, in "
+        "OUT/CHIP/ (default: --chip)",
+    )
+
+
+def _sweep_values(param: str, text: str) -> tuple[list, bool]:
+    """(values, is a training option): values parsed as the option's type, or as numbers or
+    words for a chip key."""
+    from dataclasses import fields as dc_fields
+
+    from npusim.cli.options import _PARSERS
+    from npusim.runtime.config import TrainConfig, check_field
+
+    options = {f.name: f for f in dc_fields(TrainConfig)}
+    if param in ("chip", "seed"):
+        raise CliError(f"--param {param}: use --chips or --seeds to vary the {param}")
+    if "." not in param and param not in options:
+        raise CliError(
+            f"--param {param!r} is neither a chip key (section.key, e.g. device.n_states) nor a "
+            f"training option ({', '.join(sorted(options))})"
+        )
+    if param not in options:
+        values = [_value(v) for v in text.split(",") if v.strip()]
+    else:
+        f = options[param]
+        kind = f.metadata["kind"]
+        sep = ";" if kind in ("ints", "floats") and ";" in text else ","
+        values = []
+        for v in (v.strip() for v in text.split(sep) if v.strip()):
+            try:
+                value = _PARSERS[kind](v)
+            except (argparse.ArgumentTypeError, ValueError) as e:
+                raise CliError(f"--values: {param} {v!r}: {e}") from None
+            check_field(f, value)
+            values.append(value)
+    if not values:
+        raise CliError("--values needs at least one value")
+    return values, param in options
+
+
+def _label(value: object) -> str:
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return text.replace("/", "_").replace(" ", "")
+
+
+def _chip_label(chip: str) -> str:
+    return Path(chip).stem if chip.endswith(".toml") or "/" in chip else chip
 
 
 def run_sweep(a: argparse.Namespace) -> int:
@@ -123,134 +181,184 @@ def run_sweep(a: argparse.Namespace) -> int:
     import time
 
     from npusim.chip import load_chip, spec_to_toml
+    from npusim.cli.trials import Trial, aggregate, run_trials
     from npusim.runtime.io import atomic_write
-    from npusim.runtime.run import train_run
 
     if a.resume:
         raise CliError("sweep resumes the runs it finds in --out by itself; drop --resume")
-    set_threads(a.threads)
     cfg = config_from_args(a)
-    check_chip_arg(cfg.chip)
-    base = load_chip(cfg.chip)
-    values = [_value(v) for v in a.values.split(",") if v.strip()]
-    if not values:
-        raise CliError("--values needs at least one value")
-    specs = [base.replace(**{a.param: v}) for v in values]  # validate all before training
+    chips = [c.strip() for c in a.chips.split(",") if c.strip()] if a.chips else [cfg.chip]
+    if not chips or len(set(chips)) != len(chips):
+        raise CliError(f"--chips needs distinct chips, got {a.chips!r}")
+    for chip in chips:
+        check_chip_arg(chip)
+    values, is_option = _sweep_values(a.param, a.values)
+    seeds = a.seeds or [cfg.seed]
     out = a.out or a.runs / f"{time.strftime('%Y%m%d-%H%M%S')}-sweep-{a.param}"
-    plan = []
-    for value, spec in zip(values, specs, strict=True):  # check every reused run first
-        sub = out / f"{a.param}={value}".replace("/", "_").replace(" ", "")
-        toml = spec_to_toml(spec)
-        sub_cfg = dataclasses.replace(cfg, chip=str(sub / "chip.toml"))
-        plan.append((value, sub, toml, sub_cfg, _reusable(sub, toml, sub_cfg)))
-    rows = []
-    for value, sub, toml, sub_cfg, reuse in plan:
-        if not reuse:
+    cells, trials, tomls = [], [], {}
+    for chip in chips:  # validate every cell and check every reused run before training
+        base = load_chip(chip)
+        for value in values:
+            home = out / _chip_label(chip) if len(chips) > 1 else out
+            sub = home / f"{a.param}={_label(value)}"
+            if is_option:
+                cell_cfg, toml = dataclasses.replace(cfg, chip=chip, **{a.param: value}), None
+                cell_cfg = cell_cfg.resolved()
+            else:
+                toml = spec_to_toml(base.replace(**{a.param: value}))
+                cell_cfg, tomls[sub] = dataclasses.replace(cfg, chip=str(sub / "chip.toml")), toml
+            first = len(trials)
+            for seed in seeds:
+                run_cfg = dataclasses.replace(cell_cfg, seed=seed)
+                folder = sub / f"seed-{seed}" if a.seeds else sub
+                reuse = _reusable(folder, sub / "chip.toml", toml, run_cfg)
+                name = f"{base.name} {a.param}={_label(value)}" + (f" seed {seed}" * bool(a.seeds))
+                trials.append(Trial(name, run_cfg, folder, resume=reuse))
+            cells.append((base.name, value, first, len(trials)))
+    for sub, toml in tomls.items():
+        if not (sub / "chip.toml").is_file():
             sub.mkdir(parents=True, exist_ok=True)
             atomic_write(sub / "chip.toml", lambda f, t=toml: f.write(t.encode()))
-        print(f"{a.param} = {value}" + (" (continuing the run found there)" if reuse else ""))
-        tr = train_run(
-            sub_cfg,
-            sub,
-            resume=reuse,
-            epochs=sub_cfg.epochs if reuse else None,
-            progress=not a.no_progress,
-        )
-        best = tr.best
-        stats = tr.synapses.pulse_stats() if tr.synapses is not None else {}
-        rows.append(
-            {
-                "value": value,
-                "test_error": best.test_error,
-                "test_error_se": _standard_error(best.test_error, len(tr.data.split("test")[1])),
-                "val_error": best.val_error,
-                "best_epoch": best.epoch,
-                "pulses_mean": stats.get("pulses_mean", 0.0),
-                "pulses_max": stats.get("pulses_max", 0),
-            }
-        )
-    _write_table(rows, a.param, out)
-    _plot(rows, a.param, base.name, out / "sweep.png", atomic_write)
-    print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.md'}, {out / 'sweep.png'}")
+    for t in trials:
+        if t.resume:
+            print(f"{t.name}: continuing the run found in {t.folder}")
+    runs = run_trials(trials, jobs=a.jobs, threads=a.threads, progress=not a.no_progress)
+    rows = []
+    for chip_name, value, i, j in cells:
+        agg = aggregate(runs[i:j])
+        if agg["seeds"]:
+            rows.append({"chip": chip_name, "value": _label(value), **agg})
+    if rows:
+        _write_table(rows, a.param, out)
+        _plot(rows, a.param, out / "sweep.png", atomic_write)
+        print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.md'}, {out / 'sweep.png'}")
+    failed = [f"{t.name}: {r['error']}" for t, r in zip(trials, runs, strict=True) if "error" in r]
+    if failed:
+        raise CliError(f"{len(failed)} of {len(trials)} runs failed: " + "; ".join(failed))
     return 0
 
 
-def _reusable(sub: Path, toml: str, cfg) -> bool:
-    """Whether ``sub`` holds a run of exactly this chip and configuration (then the sweep
-    continues it); refuses a run made with anything else, naming what differs."""
+def _reusable(folder: Path, chip_file: Path, toml: str | None, cfg) -> bool:
+    """Whether ``folder`` holds a run of exactly this chip and configuration (then the sweep
+    continues it); refuses a run made with anything else, naming what differs. ``toml``: the
+    cell's chip file text (None when the chip is a preset named in ``cfg``)."""
     from npusim.runtime.config import TrainConfig
     from npusim.runtime.run import CHECKPOINT, RESULTS, RunError, config_conflicts, load_checkpoint
 
-    if not (sub / CHECKPOINT).is_file():
-        if (sub / RESULTS).exists():
-            raise RunError(f"{sub} holds results.json but no checkpoint; move or delete it")
+    if not (folder / CHECKPOINT).is_file():
+        if (folder / RESULTS).exists():
+            raise RunError(f"{folder} holds results.json but no checkpoint; move or delete it")
         return False
-    stored = TrainConfig.from_dict(load_checkpoint(sub)["config"])
+    stored = TrainConfig.from_dict(load_checkpoint(folder)["config"])
     asked = cfg.to_dict()
     bad = config_conflicts(stored, {k: v for k, v in asked.items() if k != "epochs"})
     if stored.epochs > cfg.epochs:
         bad.append(f"--epochs {cfg.epochs} (stored: {stored.epochs})")
-    chip_file = sub / "chip.toml"
-    if not chip_file.is_file() or chip_file.read_text(encoding="utf-8", errors="replace") != toml:
+    if toml is not None and (
+        not chip_file.is_file() or chip_file.read_text(encoding="utf-8", errors="replace") != toml
+    ):
         bad.append("the chip (its chip.toml differs from this sweep's)")
     if bad:
         raise RunError(
-            f"sweep: {sub} holds a run made with another configuration ({'; '.join(bad)}); "
+            f"sweep: {folder} holds a run made with another configuration ({'; '.join(bad)}); "
             "choose another --out or delete that folder"
         )
     return True
 
 
-def _standard_error(p: float, n: int) -> float:
-    """Binomial standard error of an error rate ``p`` measured on ``n`` samples."""
-    return (p * (1.0 - p) / n) ** 0.5 if n > 0 else 0.0
+_COLUMNS = (
+    "chip", "value", "seeds", "test_error_mean", "test_error_std", "test_error_se",
+    "val_error_mean", "best_epochs", "pulses_mean", "pulses_max", "energy_per_train_sample_j",
+    "time_per_train_sample_s", "lifetime_mean_device_s", "lifetime_max_device_s",
+)  # fmt: skip
+
+
+def _spread(r: dict) -> tuple[float, str]:
+    """The error bar of a row: s.d. over its seeds, or one run's binomial standard error."""
+    if len(r["seeds"]) > 1:
+        return r["test_error_std"], f"s.d., {len(r['seeds'])} seeds"
+    return r["test_error_se"], "s.e."
 
 
 def _write_table(rows: list[dict], param: str, out: Path) -> None:
+    from npusim.cost.wear import lifetime_text
     from npusim.runtime.io import atomic_write
 
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(buf, fieldnames=list(_COLUMNS), extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(out / "sweep.csv", lambda f: f.write(buf.getvalue().encode()))
-    head = "test error (%) ± s.e. | val error (%) | best epoch | pulses/device (mean, max)"
-    md = [f"| {param} | {head} |"]
-    md.append("|---|---|---|---|---|")
     for r in rows:
+        flat = {k: " ".join(map(str, v)) if isinstance(v, list) else v for k, v in r.items()}
+        writer.writerow({k: flat.get(k, "") for k in _COLUMNS})
+    atomic_write(out / "sweep.csv", lambda f: f.write(buf.getvalue().encode()))
+    md = [
+        f"| chip | {param} | test error (%) | val error (%) | best epochs | pulses/device "
+        "(mean, max) | energy / training sample | lifetime (mean device, most-pulsed) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        bar, what = _spread(r)
+        energy = r.get("energy_per_train_sample_j")
+        life = [r.get(k) for k in ("lifetime_mean_device_s", "lifetime_max_device_s")]
         md.append(
-            f"| {r['value']} | {100 * r['test_error']:.2f} ± {100 * r['test_error_se']:.2f} | "
-            f"{100 * r['val_error']:.2f} | "
-            f"{r['best_epoch']} | {r['pulses_mean']:.1f}, {r['pulses_max']} |"
+            f"| {r['chip']} | {r['value']} | {100 * r['test_error_mean']:.2f} ± {100 * bar:.2f} "
+            f"({what}) | {100 * r['val_error_mean']:.2f} | "
+            f"{','.join(map(str, r['best_epochs']))} | "
+            f"{r['pulses_mean']:.1f}, {r['pulses_max']} | "
+            + (f"{energy * 1e9:.0f} nJ" if energy is not None else "—")
+            + " | "
+            + (", ".join(lifetime_text(x) for x in life) if None not in life else "—")
+            + " |"
         )
     text = "\n".join(md) + "\n"
     atomic_write(out / "sweep.md", lambda f: f.write(text.encode()))
     print(text)
 
 
-def _plot(rows: list[dict], param: str, chip: str, path: Path, atomic_write) -> None:
+def _plot(rows: list[dict], param: str, path: Path, atomic_write) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = [r["value"] for r in rows]
-    numeric = all(isinstance(x, (int, float)) for x in xs)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    pos = xs if numeric else list(range(len(xs)))
-    err = [100 * r["test_error"] for r in rows]
-    ax.errorbar(pos, err, yerr=[100 * r["test_error_se"] for r in rows], marker="o", capsize=3)
-    if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
-        ax.set_xscale("log")
-    if not numeric:
-        ax.set_xticks(pos, [str(x) for x in xs])
+    chips = list(dict.fromkeys(r["chip"] for r in rows))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    numeric = all(_is_number(r["value"]) for r in rows)
+    labels = list(dict.fromkeys(r["value"] for r in rows))
+    for k, chip in enumerate(chips):
+        mine = [r for r in rows if r["chip"] == chip]
+        if numeric:
+            pos = [float(r["value"]) for r in mine]
+        else:  # categories side by side, chips offset within each
+            pos = [labels.index(r["value"]) + 0.1 * (k - (len(chips) - 1) / 2) for r in mine]
+        bars = [100 * _spread(r)[0] for r in mine]
+        ax.errorbar(pos, [100 * r["test_error_mean"] for r in mine], yerr=bars, marker="o",
+                    capsize=3, linestyle="-" if numeric else "none", label=chip)  # fmt: skip
+    if numeric:
+        xs = [float(v) for v in labels]
+        if min(xs) > 0 and max(xs) / min(xs) >= 10:
+            ax.set_xscale("log")
+    else:
+        ax.set_xticks(range(len(labels)), labels)
+    seeds = max(len(r["seeds"]) for r in rows)
+    bar = f"± s.d. over {seeds} seeds" if seeds > 1 else "± binomial standard error"
     ax.set_xlabel(param)
-    ax.set_ylabel("test error (%), ± binomial standard error")
-    ax.set_title(f"{chip}: test error against {param}")
+    ax.set_ylabel(f"test error (%), {bar}")
+    ax.set_title(f"test error against {param}")
+    if len(chips) > 1:
+        ax.legend()
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 CHIP_COMMANDS = {"eval": (add_eval_args, run_eval), "sweep": (add_sweep_args, run_sweep)}

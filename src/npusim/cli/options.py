@@ -18,7 +18,7 @@ from npusim.core.errors import NpusimError
 from npusim.runtime.config import TrainConfig, check_field, flag_of
 
 # options of `npusim train` that are not part of the configuration
-RUN_OPTIONS = ("out", "runs", "resume", "no_progress", "threads")
+RUN_OPTIONS = ("out", "runs", "resume", "no_progress", "threads", "seeds", "jobs")
 
 
 class CliError(NpusimError):
@@ -128,6 +128,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         type=seed_list,
         help="seeds, e.g. 0,1,2: one run per seed in OUT/seed-S, and OUT/results.json with "
         "the test error's mean and s.d. (fractions) over the seeds",
+    )
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        help="runs at once in separate processes for --seeds and sweep (default: as many as "
+        "the CPU cores allow; torch threads are shared out between them)",
     )
 
 

@@ -58,51 +58,46 @@ def run_train(a: argparse.Namespace) -> int:
 
 
 def _run_seeds(a: argparse.Namespace) -> int:
-    """One run per seed in OUT/seed-S (one after another), then OUT/results.json with the
-    test error (at each run's best validation epoch) over the seeds: mean and sample s.d."""
+    """One run per seed in OUT/seed-S (in parallel processes where the cores allow, ``--jobs``),
+    then OUT/results.json with the test error (at each run's best validation epoch) over the
+    seeds: mean and sample s.d., with pulses, energy per training sample and lifetimes."""
     import dataclasses
-    import statistics
 
-    from npusim.report import report_ledger
+    from npusim.cli.trials import Trial, aggregate, run_trials
     from npusim.runtime.io import atomic_json
-    from npusim.runtime.ledger import Ledger
-    from npusim.runtime.run import new_run_dir, train_run
+    from npusim.runtime.run import new_run_dir
 
     if a.resume:
         raise CliError("--seeds starts new runs; resume each OUT/seed-S with --resume --out")
-    set_threads(a.threads)
     cfg = config_from_args(a)
     check_chip_arg(cfg.chip)
     out = a.out or new_run_dir(a.runs, cfg)
-    runs = []
-    for seed in a.seeds:
-        folder = out / f"seed-{seed}"
-        tr = train_run(
-            dataclasses.replace(cfg, seed=seed),
-            folder,
-            progress=not a.no_progress,
-            ledger=Ledger(),
-        )
-        if tr.ledger is not None and tr.ledger.training_samples > 0:
-            report_ledger(tr.ledger, folder, chip=tr.cfg.chip)
-        stats = tr.synapses.pulse_stats() if tr.synapses is not None else {}
-        runs.append((seed, folder.name, tr.best, stats.get("pulses_mean", 0.0)))
-    errors = [best.test_error for _, _, best, _ in runs]
+    trials = [
+        Trial(f"seed-{s}", dataclasses.replace(cfg, seed=s), out / f"seed-{s}") for s in a.seeds
+    ]
+    runs = run_trials(trials, jobs=a.jobs, threads=a.threads, progress=not a.no_progress)
+    agg = aggregate(runs)
+    ok = [r for r in runs if "error" not in r]
     results = {
         "config": {k: v for k, v in cfg.to_dict().items() if k != "seed"},
         "seeds": list(a.seeds),
-        "runs": [name for _, name, _, _ in runs],
-        "test_errors": errors,
-        "val_errors": [best.val_error for _, _, best, _ in runs],
-        "best_epochs": [best.epoch for _, _, best, _ in runs],
-        "pulses_mean": [p for *_, p in runs],
-        "test_error_mean": statistics.fmean(errors),
-        "test_error_std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
+        "runs": [r["name"] for r in ok],
+        "failed": {r["name"]: r["error"] for r in runs if "error" in r},
+        "test_errors": [r["test_error"] for r in ok],
+        "val_errors": [r["val_error"] for r in ok],
+        "best_epochs": [r["best_epoch"] for r in ok],
+        "per_seed": ok,
+        **{k: v for k, v in agg.items() if k not in ("seeds", "failed", "best_epochs")},
     }
     atomic_json(results, out / "results.json")
-    print(
-        f"test error over seeds {','.join(map(str, a.seeds))}: "
-        f"{100 * results['test_error_mean']:.2f} +- {100 * results['test_error_std']:.2f}%"
-    )
+    if ok:
+        print(
+            f"test error over seeds {','.join(str(r['seed']) for r in ok)}: "
+            f"{100 * agg['test_error_mean']:.2f} +- {100 * agg['test_error_std']:.2f}%"
+        )
     print(f"runs: {out}/seed-*  summary: {out / 'results.json'}")
+    if results["failed"]:
+        raise CliError(
+            "runs failed: " + "; ".join(f"{k}: {v}" for k, v in results["failed"].items())
+        )
     return 0

@@ -1,0 +1,191 @@
+"""Several training runs (the seeds of ``train --seeds``, the cells of ``sweep``) one after
+another or in parallel processes, each summarised for a results table.
+
+Each trial is one run folder. In parallel, every process trains with ``cores // jobs`` torch
+threads (or ``--threads``), prints its epoch lines prefixed with its name, and the parent prints
+one line per finished trial. A trial that fails with a user error (a diverged run, a refused
+folder) is reported by name and the others go on; the caller decides what to do with it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+from npusim.runtime.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One run: ``cfg`` trained into ``folder`` (``resume``: continue the complete or partial
+    run found there to ``cfg.epochs``)."""
+
+    name: str
+    cfg: TrainConfig
+    folder: Path
+    resume: bool = False
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def plan_jobs(n_trials: int, jobs: int | None, threads: int | None) -> tuple[int, int | None]:
+    """(processes, torch threads per process): ``jobs`` or as many as the cores allow (at most
+    one per trial); threads ``threads`` or the cores shared out (None: one process keeps
+    torch's own choice)."""
+    cores = available_cores()
+    n = max(1, min(n_trials, jobs if jobs is not None else cores))
+    if threads is not None or n == 1:
+        return n, threads
+    return n, max(1, cores // n)
+
+
+def run_trials(
+    trials: Sequence[Trial], *, jobs: int | None = None, threads: int | None = None,
+    progress: bool = True,
+) -> list[dict]:  # fmt: skip
+    """Run ``trials``; a summary dict per trial, in order (``error`` set for a failed one)."""
+    n, per = plan_jobs(len(trials), jobs, threads)
+    if n == 1:
+        return [_run_trial(t, per, progress=progress, quiet=False) for t in trials]
+    print(f"{len(trials)} runs in {n} processes, {per} torch thread(s) each", flush=True)
+    results: dict[int, dict] = {}
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
+        pending = {pool.submit(_run_trial, t, per, False, True): i for i, t in enumerate(trials)}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = pending.pop(fut)
+                    try:
+                        results[i] = fut.result()
+                    except Exception as e:  # noqa: BLE001 - a crashed process: report, go on
+                        results[i] = _failed(trials[i], f"{type(e).__name__}: {e}")
+                    print(_finished_line(results[i], len(results), len(trials), t0), flush=True)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return [results[i] for i in range(len(trials))]
+
+
+def _failed(t: Trial, message: str) -> dict:
+    return {"name": t.name, "folder": str(t.folder), "seed": t.cfg.seed, "error": message}
+
+
+def _finished_line(r: dict, k: int, n: int, t0: float) -> str:
+    head = f"[{k}/{n}, {time.perf_counter() - t0:.0f} s] {r['name']}:"
+    if "error" in r:
+        return f"{head} FAILED ({r['error']})"
+    return f"{head} test error {100 * r['test_error']:.2f}% (best epoch {r['best_epoch']})"
+
+
+def _run_trial(t: Trial, threads: int | None, progress: bool, quiet: bool) -> dict:
+    """Train one trial and summarise it (runs in a worker process when parallel)."""
+    import torch
+    from rich.console import Console
+
+    from npusim.core.errors import NpusimError
+    from npusim.cost.constants import drn_power_scale_w
+    from npusim.report import report_ledger
+    from npusim.runtime.ledger import Ledger
+    from npusim.runtime.run import train_run
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    cfg = t.cfg
+    scale = drn_power_scale_w(cfg.chip, cfg.input_gain) if cfg.model == "drn" else None
+    log = (lambda s: print(f"[{t.name}] {s}", flush=True)) if quiet else None
+    try:
+        tr = train_run(
+            cfg, t.folder, resume=t.resume, epochs=cfg.epochs if t.resume else None,
+            progress=progress, ledger=Ledger(power_scale_w=scale), log=log,
+        )  # fmt: skip
+        console = Console(file=io.StringIO(), width=120) if quiet else None
+        if tr.ledger is not None and tr.ledger.training_samples > 0:
+            report_ledger(tr.ledger, t.folder, chip=tr.cfg.chip, console=console)
+    except NpusimError as e:
+        if not quiet:
+            raise
+        return _failed(t, str(e))
+    return summarise(t, tr)
+
+
+def summarise(t: Trial, tr) -> dict:
+    """Test error at the best validation epoch, pulses per device, energy and time per
+    training sample (the chip's cost model on the run's ledger) and device lifetime at that
+    training throughput, for the mean and the most-pulsed device."""
+    from npusim.chip import load_chip
+    from npusim.cost.npu import per_sample
+    from npusim.cost.wear import lifetime_s
+
+    best = tr.best
+    stats = tr.synapses.pulse_stats() if tr.synapses is not None else {}
+    out = {
+        "name": t.name,
+        "folder": str(t.folder),
+        "seed": tr.cfg.seed,
+        "test_error": best.test_error,
+        "val_error": best.val_error,
+        "best_epoch": best.epoch,
+        "test_samples": len(tr.data.split("test")[1]),
+        "pulses_mean": float(stats.get("pulses_mean", 0.0)),
+        "pulses_max": int(stats.get("pulses_max", 0)),
+    }
+    ledger = tr.ledger
+    if ledger is None or ledger.training_samples == 0:
+        return out
+    spec = load_chip(tr.cfg.chip)
+    train = per_sample(ledger, spec)["train"]
+    n, dt = ledger.training_samples, train["time_s"]
+    out["energy_per_train_sample_j"] = sum(train["energy_j"].values())
+    out["time_per_train_sample_s"] = dt
+    endurance = spec.device.endurance
+    out["lifetime_mean_device_s"] = lifetime_s(out["pulses_mean"], n, dt, endurance)
+    out["lifetime_max_device_s"] = lifetime_s(out["pulses_max"], n, dt, endurance)
+    return out
+
+
+def aggregate(runs: Sequence[dict]) -> dict:
+    """Mean and sample s.d. (0 for one run) of the finished runs of a cell (fractions, J, s),
+    the first run's binomial standard error ``test_error_se``, and the shortest lifetimes."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return {"seeds": [], "failed": [r["seed"] for r in runs]}
+    errs = [r["test_error"] for r in ok]
+    agg: dict = {
+        "seeds": [r["seed"] for r in ok],
+        "failed": [r["seed"] for r in runs if "error" in r],
+        "test_error_mean": statistics.fmean(errs),
+        "test_error_std": statistics.stdev(errs) if len(errs) > 1 else 0.0,
+        "test_error_se": _binomial_se(errs[0], ok[0]["test_samples"]),
+        "val_error_mean": statistics.fmean(r["val_error"] for r in ok),
+        "best_epochs": [r["best_epoch"] for r in ok],
+        "pulses_mean": statistics.fmean(r["pulses_mean"] for r in ok),
+        "pulses_max": max(r["pulses_max"] for r in ok),
+    }
+    for key in ("energy_per_train_sample_j", "time_per_train_sample_s"):
+        if all(key in r for r in ok):
+            agg[key] = statistics.fmean(r[key] for r in ok)
+    for key in ("lifetime_mean_device_s", "lifetime_max_device_s"):
+        if all(key in r for r in ok):
+            agg[key] = min(r[key] for r in ok)  # the shortest over the seeds
+    return agg
+
+
+def _binomial_se(p: float, n: int) -> float:
+    """Binomial standard error of an error rate ``p`` measured on ``n`` samples."""
+    return math.sqrt(p * (1.0 - p) / n) if n > 0 else 0.0

@@ -41,6 +41,13 @@ def _ledger() -> Ledger:
 
 
 LEDGER = _ledger()
+IN_ARRAY = Ledger(update_mode="coincidence")  # an update formed in the array
+IN_ARRAY.relax("free", [300, 200, 10], 8, 12)
+IN_ARRAY.update(
+    [300, 200, 10], 8, [900, 90], measured=True,
+    in_array={"pulse_slots": [4000, 3000], "coincidences": [900, 90], "sample_hold": [400, 20],
+              "slot_cycles": [160, 240], "bias_coincidences": [30, 3]},
+)  # fmt: skip
 G = torch.Generator().manual_seed(7)
 STATE = [torch.rand(6, 9, generator=G) * 1.4 - 0.2, torch.rand(6, 4, generator=G)]
 X = torch.rand(6, 9, generator=G) * 1.2 - 0.1
@@ -55,7 +62,8 @@ UPDATES = [
 
 def cost_figures(spec: ChipSpec) -> Any:
     """Energy by term and time per training sample and per inference, area, floors."""
-    return per_sample(LEDGER, spec), npu_area(LEDGER.sizes, spec), floors(spec)
+    figures = per_sample(LEDGER, spec), per_sample(IN_ARRAY, spec)
+    return *figures, npu_area(LEDGER.sizes, spec), floors(spec)
 
 
 def capacity_figure(spec: ChipSpec) -> Any:

@@ -64,10 +64,15 @@ def test_update_counts_and_pulses():
         == params(SIZES)[1] + 1000 - (1000 * params(SIZES)[0] // sum(params(SIZES))) + 4
     )
     assert led.count("updates", "update") == 3
-    outer = Ledger(update_mode="outer")
-    outer.update(SIZES, B, 0)
-    assert outer.layers["update"]["fp32_ops"] == [2 * B * (5 + 7), 2 * B * (7 + 3)]
-    assert outer.count("digital_ops") == 0
+    outer = Ledger(update_mode="coincidence")  # formed in the array: counts what it reports
+    ev = {"pulse_slots": [10, 20], "coincidences": [3, 4], "sample_hold": [5, 6],
+          "slot_cycles": [7, 8], "bias_coincidences": [1, 2]}  # fmt: skip
+    outer.update(SIZES, B, [3, 4], measured=True, in_array=ev)
+    for name in ("pulse_slots", "coincidences", "sample_hold", "slot_cycles"):
+        assert outer.layers["update"][name] == ev[name]
+    assert outer.layers["update"]["fp32_ops"] == [4 * B * 2, 4 * B * 3]  # trains' gains
+    assert outer.layers["update"]["digital_ops"] == [1, 2]  # bias-row increments only
+    assert outer.count("bytes_tile") == 0
     resets = Ledger()
     resets.update(SIZES, B, 100, reset_pulses=10)
     assert resets.count("pulses") == 100 and resets.count("reset_pulses") == 10

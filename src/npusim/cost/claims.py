@@ -33,6 +33,8 @@ EVENT_OF_TERM: dict[str, str | None] = {
     "sram": "bytes_tile",
     "dram": "bytes_mem",
     "static": None,
+    "pulse_trains": "pulse_slots",
+    "sample_hold": "sample_hold",
 }
 
 
@@ -63,6 +65,8 @@ def floors(
         "sram": (8 * kt * math.log(2), LANDAUER + " (8 bits per byte)"),
         "dram": (8 * kt * math.log(2), LANDAUER + " (8 bits per byte)"),
         "static": (0.0, "leakage can be power-gated to zero"),
+        "pulse_trains": (kt * math.log(2), LANDAUER + " (one bit, pulse or none, per slot)"),
+        "sample_hold": (kt * snr(a_bits), THERMAL_MAC + " (kT/C of the held value)"),
     }
 
 

@@ -89,12 +89,15 @@ def readout_time(ledger: Ledger, phase: str, spec: ChipSpec) -> float:
 def programming_time(ledger: Ledger, spec: ChipSpec, phase: str = Phase.UPDATE) -> float:
     """Time (s) to apply ``phase``'s pulses: the arrays of all layers in parallel, each writing
     ``array.rows_per_write`` rows per ``timing.pulse_width`` slot (a layer of n_k rows on rt_k
-    row tiles writes ``min(rt_k · rows_per_write, n_k)`` rows at once, all n_{k+1} columns)."""
+    row tiles writes ``min(rt_k · rows_per_write, n_k)`` rows at once, all n_{k+1} columns).
+    An in-array (coincidence) update drives all rows and columns at once: its ``slot_cycles``
+    pulse widths."""
     n, pw = ledger.sizes, spec.timing.pulse_width
     per_array = min(spec.array.rows_per_write, spec.array.rows)
     return max(
         (
-            ledger.count("pulses", phase, k) * pw / (min(rt * per_array, n[k]) * n[k + 1])
+            ledger.count("slot_cycles", phase, k) * pw
+            or ledger.count("pulses", phase, k) * pw / (min(rt * per_array, n[k]) * n[k + 1])
             for k, (rt, _) in enumerate(tiles(n, spec))
         ),
         default=0.0,

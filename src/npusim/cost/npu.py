@@ -20,6 +20,9 @@ energy breakdown:
   update's scale-and-quantise).
 * ``sram`` / ``dram``: bytes moved on chip between arrays and tile buffers / fetched off chip.
 * ``static``: ``energy.static_power`` per array in use × arrays × run time.
+* ``pulse_trains``: line-slots of an in-array update's stochastic pulse trains ×
+  ``energy.pulse_slot`` (ledger ``pulse_slots``; its device pulses are ``programming``).
+* ``sample_hold``: values held for an in-array update × ``energy.sample_hold``.
 
 Area: arrays in use (``energy.array_area``), their ADCs (``array.adcs_per_array``), DACs (one
 per row), amplifiers (``amplifier.per_array``) and the digital periphery (``energy.digital_area``).
@@ -56,6 +59,8 @@ TERMS: tuple[str, ...] = (
     "sram",
     "dram",
     "static",
+    "pulse_trains",
+    "sample_hold",
 )
 
 
@@ -150,6 +155,8 @@ def npu_cost(ledger: Ledger, spec: ChipSpec | str | None = None) -> NpuCost:
             "sram": ev["bytes_tile"] * e.sram_per_byte,
             "dram": ev["bytes_mem"] * e.dram_per_byte,
             "static": static_w * time[p],
+            "pulse_trains": ev["pulse_slots"] * e.pulse_slot,
+            "sample_hold": ev["sample_hold"] * e.sample_hold,
         }
     return NpuCost(energy_j=energy, time_s=time, area_m2=area, events=events)
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from npusim.chip.spec import DeviceSpec
 from npusim.core.outer import OuterProduct
-from npusim.devices import kernel, pulsed
+from npusim.devices import coincidence, kernel, pulsed
 from npusim.devices.ideal import add_exact, deliver
 from npusim.devices.pulsed import HI, LO, NOISE
 
@@ -273,6 +273,29 @@ class DeviceSynapses:
         fired = int(total.sum())
         self.total_pulses += fired
         return fired
+
+    @torch.no_grad()
+    def program_batch(self, i: int, rows: Tensor, cols: Tensor | None = None) -> int:
+        """Program a batch of whole pulse counts into tensor ``i``, sample after sample, in
+        one serial kernel call (:mod:`npusim.devices.coincidence`): the coincidence counts
+        ``rows[s]ᵀ cols[s]`` of pulse trains (rows (S, BL, n_in), cols (S, BL, n_out)), or
+        with ``cols`` None the counts ``rows[s]`` (S, n_in, n_out). Each sample draws its
+        write noise from its own stream, as one :meth:`program` call. Returns pulses fired."""
+        p = self.params[i]
+        common = (
+            np.uint64(self.seed ^ _SEED_PROGRAM), self.programs, i,
+            self.mode if self.signed[i] else kernel.ONE_DEVICE, self._rec_np[i],
+            self.c1[i].numpy(), self._bank_np, np.float32(self.scale[i]),
+            p.detach().view(-1).numpy(), self.noisy, self._endurance, _EMPTY,
+        )  # fmt: skip
+        if cols is None:
+            fired = coincidence.apply_counts(_f32(rows), *common)
+        else:
+            fired = coincidence.apply_trains(_f32(rows), _f32(cols), *common)
+        self.programs += rows.shape[0]
+        torch.autograd.graph.increment_version(p)
+        self.total_pulses += int(fired)
+        return int(fired)
 
     def finish_update(self) -> None:
         """Count one update; refresh saturated pairs every ``refresh_interval`` updates."""

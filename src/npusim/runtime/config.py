@@ -14,6 +14,7 @@ from typing import Any
 
 from npusim.core.errors import NpusimError
 from npusim.data.datasets import DATASETS
+from npusim.devices.coincidence import DEFAULT_PULSE_TRAIN
 from npusim.devices.rules import UPDATE_RULES
 from npusim.learning.estimators import ALGORITHMS, VARIANTS
 
@@ -39,6 +40,7 @@ MODEL_DEFAULTS: dict[str, dict] = {
 MODELS = tuple(MODEL_DEFAULTS)
 UPDATE_RULE_NAMES = tuple(UPDATE_RULES)
 DIODES = ("ideal", "shockley")
+OUTER_PRODUCTS = ("digital", "coincidence")
 SEED_MAX = 2**32 - 1
 STAYS_NONE = ("data_dir", "free_sweeps", "classes")  # None after resolution too (no data
 # folder; = sweeps; every class)
@@ -169,6 +171,22 @@ class TrainConfig:
         help="update rule on a device chip: sgd (each update at once), mixed (digital "
         "accumulator), ttv2, cttv2, agad (Tiki-Taka transfer)",
     )
+    outer_product: str = option(
+        "digital",
+        kind=str,
+        choices=OUTER_PRODUCTS,
+        help="where the update is formed: digital (ADC reads, outer products in the periphery) "
+        "or coincidence (pulse trains from held signals program the array; sgd only)",
+    )
+    pulse_train_length: int = option(
+        DEFAULT_PULSE_TRAIN,
+        kind=int,
+        lo=1,
+        hi=10_000,
+        unit="slots",
+        help="slots BL per stochastic pulse train of a coincidence update (default: Gokmen & "
+        "Vlasov 2016)",
+    )
     eval_batch: int = option(1000, kind=int, lo=1, hi=1_000_000, help="samples per evaluation")
 
     def resolved(self) -> TrainConfig:
@@ -217,6 +235,16 @@ class TrainConfig:
             "lrs",
             f"give 1 or {n} learning rates (one per weight layer)",
         )
+        if self.outer_product == "coincidence":  # nothing digital holds an update
+            why = "the coincidence update keeps no digital state; use --outer-product digital"
+            need(self.update == "sgd", "update", f"only sgd: {why}")
+            need(self.momentum == 0.0, "momentum", f"0 only: {why}")
+            need(self.weight_decay == 0.0, "weight_decay", f"0 only: {why}")
+            need(
+                self.algorithm != "backprop",
+                "algorithm",
+                "backprop has no in-array update; use eqprop or contrastive",
+            )
         sizes = [MAX_INPUTS, *self.hidden, 10]
         params = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
         need(

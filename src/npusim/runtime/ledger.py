@@ -19,16 +19,23 @@ Counting model (one *relaxation* = one sample settling once; ``sizes = [n_0, …
 * digital ops (8-bit integer operations of the periphery, on ADC codes): argmax (``n_L``,
   inference), one activation per converted node when ``convert_every_sweep``; at an update,
   EqProp's outer products (2 MACs per weight or bias per sample: one per phase, 8-bit codes
-  into wide accumulators). With ``update_mode="outer"`` the array forms the outer products
-  itself from row and column pulse trains (Gokmen & Vlasov, Front. Neurosci. 2016): no MACs.
+  into wide accumulators).
 * fp32 ops (real-valued arithmetic of the periphery): the output error and nudge of a nudged
   phase (``y − t`` and ``× β``: 2 per output); at an update one scale-and-quantise per
-  parameter per batch (the accumulated sum × lr/β, rounded to a pulse count), or with
-  ``update_mode="outer"`` one scaling per row/column value per sample (``2·(n_k + n_{k+1})``,
-  into pulse-train probabilities). Parameters = weights ``n_k·n_{k+1}`` + biases ``n_{k+1}``.
+  parameter per batch (the accumulated sum × lr/β, rounded to a pulse count). Parameters =
+  weights ``n_k·n_{k+1}`` + biases ``n_{k+1}``.
 * bytes: every converted value (``word_bytes`` each) travels between an array and its tile
   buffer (``bytes_tile``); inputs are fetched from off-chip memory once per sample
   (``bytes_mem``, free and inference phases); an update reads both phases' stored states.
+* in-array updates (``update_mode="coincidence"``, :mod:`npusim.runtime.inarray`): the array
+  forms the update itself from pulse trains (Gokmen & Vlasov, Front. Neurosci. 10:333, 2016),
+  so training phases convert only the free phase's output layer (the loss and the nudge need
+  it; the equilibria are held, not converted) and an update counts no outer-product MACs, no
+  scale-and-quantise and no bytes. It counts, per array, what the trainer reports:
+  ``pulse_slots`` (line-slots driven), ``coincidences``, ``sample_hold`` (held values),
+  ``slot_cycles`` (the trains' duration in pulse widths), the device pulses, one 8-bit
+  increment per coincidence on a bias row (``digital_ops``: biases are periphery registers)
+  and 4 fp32 operations per train and sample (the trains' gains from two held peaks).
 * programming pulses: as reported by the device layer; when it reports 0 (ideal / unknown
   device) one pulse-equivalent per parameter written per update is counted. ``reset_pulses``
   is the part of them that are abrupt RESETs (one-sided devices re-programmed on refresh),
@@ -68,9 +75,14 @@ LAYER_COUNTERS: tuple[str, ...] = (
     "fp32_ops",
     "bytes_tile",
     "bytes_mem",
+    "pulse_slots",
+    "coincidences",
+    "sample_hold",
+    "slot_cycles",
 )
 PHASE_COUNTERS: tuple[str, ...] = ("samples", "relaxations", "sweeps", "updates", "power_measured")
 PHASE_FLOATS: tuple[str, ...] = ("settle_s", "power_w_samples")
+UPDATE_MODES: tuple[str, ...] = ("digital", "coincidence")  # where an update is formed
 
 
 class LedgerError(NpusimError, ValueError):
@@ -217,6 +229,8 @@ class Ledger:
             else:
                 last = k == nl - 1
                 adc = b * n[k + 1] if (phase != "inference" or last) else 0
+                if self.update_mode == "coincidence" and phase != "inference":
+                    adc = b * n[k + 1] if (phase == "free" and last) else 0  # held, not read
                 dac = 0
             if k == 0:
                 dac += b * n[0]
@@ -244,6 +258,7 @@ class Ledger:
         measured: bool = False,
         reset_pulses: int | list[int] = 0,
         rule_events: dict[str, int] | None = None,
+        in_array: dict[str, list[int]] | None = None,
     ) -> None:
         """Count one parameter update computed from ``batch`` samples' two equilibria.
 
@@ -253,6 +268,9 @@ class Ledger:
         ``pulses`` were abrupt RESETs (total, spread over the arrays like ``pulses``, or one
         count per array). ``rule_events``: extra events of the update rule (totals keyed by
         :data:`RULE_COUNTERS`), spread over the arrays in proportion to their parameters.
+        ``in_array``: the events of an update formed in the array, one count per array
+        (``pulse_slots``, ``coincidences``, ``bias_coincidences``, ``slot_cycles``,
+        ``sample_hold``; :mod:`npusim.runtime.inarray`); it replaces the digital outer product.
         """
         lay, ph = self._check("update", sizes)
         b, n = int(batch), self.sizes
@@ -260,18 +278,22 @@ class Ledger:
         params = [n[k] * n[k + 1] + n[k + 1] for k in range(nl)]
         per = _per_array(pulses, params, measured)
         resets = _per_array(reset_pulses, params, True)
-        if self.update_mode not in ("digital", "outer"):
-            raise ValueError(f"update_mode must be 'digital' or 'outer', got {self.update_mode!r}")
+        if self.update_mode not in UPDATE_MODES:
+            raise ValueError(f"update_mode must be one of {UPDATE_MODES}, got {self.update_mode!r}")
         for k in range(nl):
-            if self.update_mode == "digital":
+            if in_array is None:
                 lay["digital_ops"][k] += params[k] * 2 * b
                 lay["fp32_ops"][k] += params[k]
+                lay["bytes_tile"][k] += 2 * b * (n[k] + n[k + 1]) * self.word_bytes
             else:
-                lay["fp32_ops"][k] += 2 * b * (n[k] + n[k + 1])
+                for name in ("pulse_slots", "coincidences", "slot_cycles", "sample_hold"):
+                    lay[name][k] += int(in_array[name][k])
+                lay["digital_ops"][k] += int(in_array["bias_coincidences"][k])
+                trains = 2 if k else 1  # a hidden array's update is two trains (see inarray)
+                lay["fp32_ops"][k] += 4 * b * (trains + 1)  # + its bias row's train
             lay["pulses"][k] += per[k]
             lay["reset_pulses"][k] += resets[k]
             lay["params_written"][k] += params[k]
-            lay["bytes_tile"][k] += 2 * b * (n[k] + n[k + 1]) * self.word_bytes
         for name, total in (rule_events or {}).items():
             if name not in RULE_COUNTERS:
                 raise ValueError(f"update-rule event {name!r} is not one of {RULE_COUNTERS}")
@@ -288,6 +310,7 @@ class Ledger:
         x: Tensor | None = None,
         synapses: Synapses | None = None,
         rule_events: dict[str, int] | None = None,
+        in_array: dict[str, list[int]] | None = None,
     ) -> None:
         """Count one training step from a gradient estimate's relaxations (``est.phases``) and
         the update that followed.
@@ -297,7 +320,9 @@ class Ledger:
         model, whose cumulative ``total_pulses`` and ``reset_pulses`` count the pulses fired
         (None: ideal, one pulse-equivalent per parameter written). ``rule_events``: the update
         rule's cumulative extra events (``Synapses.periphery_events()``), whose growth since
-        the last step is counted in the update phase.
+        the last step is counted in the update phase. ``in_array``: the events of an update
+        formed in the array (:meth:`update`); without device synapses its ``pulses`` are the
+        pulses fired.
         """
         sizes = list(model.sizes)
         if not self.logical_sizes:
@@ -331,9 +356,12 @@ class Ledger:
             self.device_pulses_seen = int(synapses.total_pulses)
             resets = max(int(synapses.reset_pulses) - self.device_resets_seen, 0)
             self.device_resets_seen = int(synapses.reset_pulses)
+        measured = synapses is not None
+        if in_array is not None and synapses is None:
+            pulses, measured = list(in_array["pulses"]), True
         self.update(
-            sizes, batch, pulses, measured=synapses is not None, reset_pulses=resets,
-            rule_events=events,
+            sizes, batch, pulses, measured=measured, reset_pulses=resets,
+            rule_events=events, in_array=in_array,
         )  # fmt: skip
 
     def add_circuit_power(self, phase: str, power_w, samples: int | None = None) -> None:
@@ -440,8 +468,8 @@ class Ledger:
         kw: dict = {}
         for key, (kind, default) in _SCALARS.items():
             kw[key] = _check_scalar(key, d.get(key, default), kind)
-        if kw["update_mode"] not in ("digital", "outer"):
-            raise LedgerError(f"update_mode: 'digital' or 'outer', got {kw['update_mode']!r}")
+        if kw["update_mode"] not in UPDATE_MODES:
+            raise LedgerError(f"update_mode: one of {UPDATE_MODES}, got {kw['update_mode']!r}")
         seen = d.get("device_events_seen", {})
         if not isinstance(seen, dict) or not all(
             k in RULE_COUNTERS and _is_count(v) for k, v in seen.items()

@@ -20,6 +20,7 @@ from npusim.devices import make_synapses
 from npusim.devices.converters import Periphery, periphery_for
 from npusim.learning.estimators import make_estimator
 from npusim.runtime.config import TrainConfig
+from npusim.runtime.inarray import InArrayUpdater
 from npusim.runtime.ledger import Ledger
 from npusim.runtime.optim import SGD, apply_ideal
 
@@ -136,9 +137,15 @@ class Trainer:
         self.periphery: Periphery | None = None  # the chip's DACs / ADCs, when they quantise
         self.synapses: Synapses | None = synapses
         self.chip: ChipSpec | None = None
+        self.in_array: InArrayUpdater | None = None  # --outer-product coincidence
+        if self.cfg.outer_product == "coincidence":  # priced by the ideal device until on a chip
+            dev = load_chip("ideal").device
+            self.in_array = InArrayUpdater(self.cfg.pulse_train_length, self.cfg.seed, dev)
         if self.cfg.chip != "ideal":  # train through the chip's devices and converters
             self.put_on_chip(load_chip(self.cfg.chip), keep_synapses=synapses is not None)
         self.ledger = ledger
+        if ledger is not None:
+            ledger.update_mode = self.cfg.outer_product
         self.state = TrainState()
         self._unconverged = 0
         self._relaxations = 0
@@ -152,6 +159,8 @@ class Trainer:
         :class:`npusim.chip.ChipSpecError` when the network needs more arrays than the chip
         has, or when its amplifiers cannot bring the network's outputs into the ADC range."""
         self.chip = spec
+        if self.in_array is not None:
+            self.in_array.dev = spec.device
         params, signed = self.model.params(), self.model.signed
         if spec.is_ideal or keep_synapses:  # make_synapses checks the capacity otherwise
             held = [(p, s) for p, s in zip(params, signed, strict=True) if p.dim() >= 2]
@@ -188,15 +197,21 @@ class Trainer:
         if self.periphery is not None:
             x = self.periphery.inputs(x)
         est = self.estimator(self.model, x, one_hot(y, self.data.num_classes))
-        self.apply(self.optim.deltas(self.model.params(), est.grads))
+        in_array = None
+        if self.in_array is None:
+            self.apply(self.optim.deltas(self.model.params(), est.grads))
+        else:  # formed in the array from held signals, samples one after another
+            lrs = [lr * self.optim.lr_scale for lr in self.optim.lrs]
+            in_array = self.in_array.apply(self.model, x, self.estimator, est, lrs, self.synapses)
         for rel in est.phases.values():
             self._relaxations += 1
             self._unconverged += rel.residual > CONVERGE_TOL
         if self.ledger is not None:
             events = None if self.synapses is None else self.synapses.periphery_events()
             self.ledger.training_step(
-                self.model, est, len(x), x=x, synapses=self.synapses, rule_events=events
-            )
+                self.model, est, len(x), x=x, synapses=self.synapses, rule_events=events,
+                in_array=in_array,
+            )  # fmt: skip
         return est
 
     @torch.no_grad()
@@ -274,6 +289,7 @@ class Trainer:
             "optim": self.optim.state_dict(),
             "synapses": None if self.synapses is None else self.synapses.state_dict(),
             "ledger": None if self.ledger is None else self.ledger.to_dict(),
+            "in_array": None if self.in_array is None else self.in_array.state_dict(),
         }
 
     def load_checkpoint(self, ckpt: dict) -> None:
@@ -288,3 +304,5 @@ class Trainer:
             self.synapses.load_state_dict(ckpt["synapses"])
         if self.ledger is not None and ckpt.get("ledger") is not None:
             self.ledger.load_dict(ckpt["ledger"])
+        if self.in_array is not None and ckpt.get("in_array") is not None:
+            self.in_array.load_state_dict(ckpt["in_array"])

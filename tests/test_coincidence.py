@@ -210,3 +210,25 @@ def test_every_preset_trains_with_coincidence_updates(chip):
     tr.step(x, y)
     assert any(not torch.equal(a, b) for a, b in zip(before, tr.model.params(), strict=True))
     assert led.count("coincidences") > 0 and led.count("pulses", "update") > 0
+
+
+def test_ratio_columns_now_at_the_floors_and_at_the_edge():
+    from npusim.cost.claims import EDGE_SAMPLE_PERIOD_S, edge_terms, floors, ratio_columns
+
+    terms = {"array": 2e-9, "dram": 5e-9, "static": 1e-9, "pulse_trains": 3e-9, "adc": 1e-12}
+    events = {"macs": 1e4, "bytes_mem": 784, "pulse_slots": 2e4, "adc": 10}
+    edge = edge_terms(terms, static_w=0.05)
+    assert edge["dram"] == 0 and edge["static"] == terms["static"]
+    on = edge_terms(terms, static_w=0.05, power_gated=False)
+    assert on["static"] == pytest.approx(0.05 * EDGE_SAMPLE_PERIOD_S)
+    cols = ratio_columns(terms, events, {"gpu": 1e-6}, 0.05, "rram")
+    fl = floors("rram")
+    floor_j = (
+        fl["array"][0] * 1e4 + fl["dram"][0] * 784 + fl["pulse_trains"][0] * 2e4
+        + fl["adc"][0] * 10
+    )  # fmt: skip
+    row = cols["ratio"]["gpu"]
+    assert row["now"] == pytest.approx(1e-6 / sum(terms.values()))
+    assert row["at_floors"] == pytest.approx(1e-6 / floor_j)
+    assert row["edge"] == pytest.approx(1e-6 / (sum(terms.values()) - 5e-9))
+    assert row["edge_always_on"] < row["now"] < row["edge"] < row["at_floors"]

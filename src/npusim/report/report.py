@@ -10,7 +10,7 @@ from npusim.chip import ChipSpec
 from npusim.core.errors import NpusimError
 from npusim.core.phases import TRAIN_PHASES, Phase
 from npusim.cost.baselines import GPUS, PHONE_NPU, GpuPreset, PhoneNpuPreset
-from npusim.cost.claims import EVENT_OF_TERM, claims_check
+from npusim.cost.claims import EVENT_OF_TERM, claims_check, ratio_columns
 from npusim.cost.compute_claims import compute_claims
 from npusim.cost.constants import PhysicalLimits, constants_table, cost_spec
 from npusim.cost.npu import arrays_in_use, npu_area, per_sample
@@ -131,6 +131,14 @@ def build_report(
             phone.name: phone.sources,
         },
     }
+    if "train" in npu_row:  # the NPU as priced, at the physical floors and at the edge
+        phone_name = f"{phone.name} BP"
+        refs = {n: systems[n]["train"]["energy_j"] for n in (ref_name, phone_name)}
+        static_w = c.energy.static_power * arrays_in_use(ledger.sizes, c)
+        report["ratios"] = {
+            "update_mode": ledger.update_mode,
+            **ratio_columns(npu_row["train"]["breakdown_j"], events, refs, static_w, c, limits),
+        }
     if target_ratio is not None and "train" in npu_row:
         report["claims"] = claims_check(
             npu_row["train"]["breakdown_j"],

@@ -198,9 +198,29 @@ def needed_table(cc: dict, kind: str) -> Table:
     return t
 
 
+def ratios_table(report: dict) -> Table:
+    """Energy per training sample of the references over the NPU's: as priced, at the
+    physical floors, and at the edge (sensor inputs; power-gated, or always on)."""
+    r = report["ratios"]
+    t = Table(
+        title=f"Training energy ratio, reference ÷ NPU ({r['update_mode']} updates); edge: "
+        + r["assumptions"]["edge"]
+    )
+    cols = ("now", "at_floors", "edge", "edge_always_on")
+    t.add_column("per training sample", justify="left")
+    for col in cols:
+        t.add_column(col.replace("_", " "), justify="right")
+    t.add_row("NPU", *(si(r["npu_j_per_sample"][c], "J") for c in cols))
+    for name, row in r["ratio"].items():
+        t.add_row(f"÷ {name}", *(ratio(row[c]) for c in cols))
+    return t
+
+
 def render(report: dict) -> Group:
     """All tables of a report as one renderable."""
     parts = [systems_table(report), breakdown_table(report)]
+    if "ratios" in report:
+        parts.append(ratios_table(report))
     if "claims" in report:
         parts.append(claims_table(report))
     if "compute_claims" in report:

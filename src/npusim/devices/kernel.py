@@ -101,15 +101,21 @@ def _program_row(
     cols = x.shape[0]
     k = 0
     accumulate = acc.shape[0] > 0
-    for c in range(cols):  # stream: counts, compacted
-        if accumulate:
+    # counts first, in branch-free loops the compiler vectorises; then compacted
+    if accumulate:
+        for c in range(cols):
             v = acc[base + c] + x[c]
             n = np.float32(np.trunc(v))
             acc[base + c] = v - n
-        elif stochastic:
-            n = np.floor(x[c] + _uniform24(_hash(key, base + c)))
-        else:
-            n = np.floor(x[c] + np.float32(0.5))
+            cnt[c] = n
+    elif stochastic:
+        for c in range(cols):
+            cnt[c] = np.floor(x[c] + _uniform24(_hash(key, base + c)))
+    else:
+        for c in range(cols):
+            cnt[c] = np.floor(x[c] + np.float32(0.5))
+    for c in range(cols):  # cnt[k] is written at k <= c, after cnt[c] was read
+        n = cnt[c]
         at[k] = base + c
         cnt[k] = n
         k += n != 0

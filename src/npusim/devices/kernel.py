@@ -90,13 +90,14 @@ _CHUNKS = 64  # rows are handed to threads in this many blocks (scratch buffers 
 
 @njit(inline="always", cache=True)
 def _program_row(
-    x, base, key, stochastic, mode, rec, c1, bank, scale, w, noisy, endurance, at, cnt, acc
+    x, base, key, stochastic, mode, rec, c1, bank, scale, w, noisy, endurance, at, cnt, hs, acc
 ):
     """Round one row's desired pulses ``x`` and program its pulsed devices (flat ``base + c``).
 
-    at, cnt: scratch of the row's length. acc: empty, or a (numel,) float32 digital
-    accumulator (in pulses): then ``acc += x`` and the whole pulses ``trunc(acc)`` are fired
-    and taken off ``acc`` (mixed-precision transfer). Returns the pulses issued in the row.
+    at, cnt, hs: scratch of the row's length (hs: the rounding's hash of each device). acc:
+    empty, or a (numel,) float32 digital accumulator (in pulses): then ``acc += x`` and the
+    whole pulses ``trunc(acc)`` are fired and taken off ``acc`` (mixed-precision transfer).
+    Returns the pulses issued in the row.
     """
     cols = x.shape[0]
     k = 0
@@ -110,7 +111,9 @@ def _program_row(
             cnt[c] = n
     elif stochastic:
         for c in range(cols):
-            cnt[c] = np.floor(x[c] + _uniform24(_hash(key, base + c)))
+            h = _hash(key, base + c)
+            hs[c] = h
+            cnt[c] = np.floor(x[c] + _uniform24(h))
     else:
         for c in range(cols):
             cnt[c] = np.floor(x[c] + np.float32(0.5))
@@ -118,12 +121,13 @@ def _program_row(
         n = cnt[c]
         at[k] = base + c
         cnt[k] = n
+        hs[k] = hs[c]
         k += n != 0
     total = 0
     for j in range(k):  # program the pulsed devices
         f, n = at[j], cnt[j]
         pulses = int(abs(n))
-        h = _hash(key, f) ^ _MIX1
+        h = (hs[j] if stochastic and not accumulate else _hash(key, f)) ^ _MIX1
         d1 = n < 0 if mode == ONE_SIDED else False
         n0 = -n if d1 else n
         xi = _normal(_mix(h)) if noisy else np.float32(0.0)
@@ -169,10 +173,11 @@ def apply_dense(
     size = (rows + _CHUNKS - 1) // _CHUNKS
     for ch in prange(_CHUNKS):
         at, cnt = np.empty(cols, np.int64), np.empty(cols, np.float32)
+        hs = np.empty(cols, np.uint64)
         for r in range(ch * size, min(rows, (ch + 1) * size)):
             pulses[r] = _program_row(
                 x[r], r * cols, key, stochastic, mode, rec, c1, bank, scale, w, noisy,
-                endurance, at, cnt, acc,
+                endurance, at, cnt, hs, acc,
             )  # fmt: skip
 
 
@@ -191,20 +196,22 @@ def apply_outer(
     for ch in prange(_CHUNKS):
         x = np.empty(cols, np.float32)
         at, cnt = np.empty(cols, np.int64), np.empty(cols, np.float32)
+        hs = np.empty(cols, np.uint64)
         for r in range(ch * size, min(rows, (ch + 1) * size)):
-            x[:] = 0.0
             active = False
             for q in range(rank):
-                a = left[q, r]
-                if a != 0:
-                    active = True
-                    for c in range(cols):
-                        x[c] += a * right[q, c]
+                active |= left[q, r] != 0
             pulses[r] = 0
-            if active:
+            if active:  # an inactive row costs a scan of its ``left`` column only
+                x[:] = 0.0
+                for q in range(rank):
+                    a = left[q, r]
+                    if a != 0:
+                        for c in range(cols):
+                            x[c] += a * right[q, c]
                 pulses[r] = _program_row(
                     x, r * cols, key, stochastic, mode, rec, c1, bank, scale, w, noisy,
-                    endurance, at, cnt, acc,
+                    endurance, at, cnt, hs, acc,
                 )  # fmt: skip
 
 

@@ -189,6 +189,24 @@ def test_frozen_chip_is_below_the_adapting_chip(run_all):
     assert phone["energy_per_update_j"] > 0 and phone["updates_per_s"] > 0
 
 
+def test_an_in_array_run_learns_on_the_edge_with_in_array_updates(run_all, tmp_path):
+    """A run trained with --outer-product coincidence keeps forming its updates in the array on
+    the edge: no per-parameter scale-and-quantise (a digital update's fp32 operation per
+    parameter), so less energy per update than the digital run; the backprop baseline still
+    runs (digitally)."""
+    coinc = _train(tmp_path / "coinc", outer_product="coincidence")
+    params = 64 * 16 + 16 + 16 * 10 + 10
+    digital = learn_on_edge(run_all, "noise", 0.02, samples=10, baselines=False)
+    res = learn_on_edge(coinc, "noise", 0.02, samples=10)
+    led, led_d = Ledger.from_dict(res["ledger"]), Ledger.from_dict(digital["ledger"])
+    assert led.update_mode == "coincidence" and led_d.update_mode == "digital"
+    assert led_d.count("fp32_ops", Phase.UPDATE) >= 10 * params
+    assert led.count("fp32_ops", Phase.UPDATE) < params
+    assert led.count("pulse_slots", Phase.UPDATE) > 0
+    assert res["energy_per_update_j"] < digital["energy_per_update_j"]
+    assert "phone_npu_backprop" in res["baselines"]
+
+
 def test_cli_writes_edge_json_and_plots(run_five, tmp_path, capsys):
     out = tmp_path / "edge"
     code = main(

@@ -72,8 +72,8 @@ def load_trainer(run: Path, *, digital_algorithm: str | None = None) -> tuple[Tr
         cfg = TrainConfig.from_dict(ck["config"])
     except ConfigError as e:  # load_checkpoint checked it already; kept for a clear message
         raise EdgeError(f"{run / CHECKPOINT}: {e}") from None
-    if digital_algorithm is not None:
-        cfg.algorithm, cfg.chip = digital_algorithm, "ideal"
+    if digital_algorithm is not None:  # a digital computer forms its updates digitally
+        cfg.algorithm, cfg.chip, cfg.outer_product = digital_algorithm, "ideal", "digital"
     tr = Trainer(cfg)
     if [tuple(p.shape) for p in ck["params"]] != [tuple(p.shape) for p in tr.model.params()]:
         raise EdgeError(f"{run / CHECKPOINT}: its weights do not fit the network it describes")
@@ -93,7 +93,7 @@ def stream_ledger(tr: Trainer) -> Ledger:
     scale = None
     if tr.cfg.model == "drn":
         scale = drn_power_scale_w(tr.cfg.chip, tr.cfg.input_gain)
-    led = Ledger(power_scale_w=scale)
+    led = Ledger(power_scale_w=scale, update_mode=tr.cfg.outer_product)
     syn = tr.synapses
     if syn is not None:
         led.device_pulses_seen = int(syn.total_pulses)

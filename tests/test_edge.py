@@ -114,6 +114,19 @@ def test_classes_option_trains_on_a_subset():
     for split in ("train", "val", "test"):
         assert set(tr.data.split(split)[1].tolist()) == {2, 7}
     assert tr.model.sizes[-1] == 10  # one output per class of the dataset
+    from npusim.cli.main import build_parser
+    from npusim.cli.options import config_from_args
+
+    parser = build_parser()
+    cfg = config_from_args(parser.parse_args(["train", "--classes", "0-4"]))
+    assert cfg.classes == FIVE
+    assert config_from_args(parser.parse_args(["train", "--classes", "0-2,7"])).classes == [
+        0, 1, 2, 7,
+    ]  # fmt: skip
+    with pytest.raises(SystemExit):  # not a list of integers
+        parser.parse_args(["train", "--classes", "zero-4"])
+    with pytest.raises(ConfigError, match="2 to 10 integers"):  # an empty range
+        config_from_args(parser.parse_args(["train", "--classes", "4-0"]))
     with pytest.raises(ConfigError, match="each class once"):
         TrainConfig(dataset="digits", classes=[2, 2]).resolved()
     with pytest.raises(ConfigError, match="classes"):

@@ -26,13 +26,21 @@ class CliError(NpusimError):
 
 
 def int_list(s: str) -> list[int]:
-    """``"512,256"`` or ``"512 256"`` -> ``[512, 256]``."""
+    """``"512,256"`` or ``"512 256"`` -> ``[512, 256]``; a range ``"0-4"`` -> ``[0, 1, 2, 3, 4]``
+    (both ends included)."""
+    out: list[int] = []
     try:
-        return [int(v) for v in s.replace(",", " ").split()]
+        for v in s.replace(",", " ").split():
+            first, dash, last = v.partition("-")
+            if dash and first:  # a range (a leading '-' is a sign)
+                out += range(int(first), int(last) + 1)
+            else:
+                out.append(int(v))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected integers like 1024 or 512,256, got {s!r}"
+            f"expected integers like 1024, 512,256 or a range 0-4, got {s!r}"
         ) from None
+    return out
 
 
 def float_list(s: str) -> list[float]:

@@ -104,7 +104,7 @@ class TrainConfig:
         lo=0,
         hi=9,
         length=(2, 10),
-        help="train, validate and test on these classes only, e.g. 0,1,2,3,4 (the output "
+        help="train, validate and test on these classes only, e.g. 0-4 or 0,2,4 (the output "
         "layer keeps one unit per class of the dataset)",
         default_text="all",
     )

@@ -107,8 +107,8 @@ class ComputeLimits:
     pulse_width_s: float = const(
         1e-10,
         "s",
-        "Choi et al., Adv. Funct. Mater. 26, 5290 (2016): memristor switching faster than "
-        "100 ps (as cited by Li et al., Nat. Commun. 9, 2385 (2018))",
+        "Li et al., Nat. Commun. 9, 2385 (2018), introduction: memristors switch faster than "
+        "100 ps (their ref. 34)",
     )
     digital_ops_per_s_per_m2: float = const(
         1979e12 / 814e-6,

@@ -222,7 +222,10 @@ def run_sweep(a: argparse.Namespace) -> int:
     for t in trials:
         if t.resume:
             print(f"{t.name}: continuing the run found in {t.folder}")
-    runs = run_trials(trials, jobs=a.jobs, threads=a.threads, progress=not a.no_progress)
+    runs = run_trials(
+        trials, jobs=a.jobs, threads=a.threads, progress=not a.no_progress, backend=a.backend,
+        address=a.address, cpus_per_trial=a.cpus_per_trial,
+    )  # fmt: skip
     rows = []
     for chip_name, value, i, j in cells:
         agg = aggregate(runs[i:j])

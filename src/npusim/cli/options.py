@@ -18,7 +18,10 @@ from npusim.core.errors import NpusimError
 from npusim.runtime.config import TrainConfig, check_field, flag_of
 
 # options of `npusim train` that are not part of the configuration
-RUN_OPTIONS = ("out", "runs", "resume", "no_progress", "threads", "seeds", "jobs")
+RUN_OPTIONS = (
+    "out", "runs", "resume", "no_progress", "threads", "seeds", "jobs", "backend", "address",
+    "cpus_per_trial",
+)  # fmt: skip
 
 
 class CliError(NpusimError):
@@ -142,6 +145,23 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         type=positive_int,
         help="runs at once in separate processes for --seeds and sweep (default: as many as "
         "the CPU cores allow; torch threads are shared out between them)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="where the runs of --seeds and sweep run: local processes (--jobs) or one Ray task "
+        "each (pip install npusim[ray]; default: local)",
+    )
+    p.add_argument(
+        "--address",
+        help="with --backend ray: the Ray cluster to use, e.g. 10.0.0.1:6379 or auto (default: "
+        "a local Ray started for the runs)",
+    )
+    p.add_argument(
+        "--cpus-per-trial",
+        type=positive_int,
+        help="with --backend ray: CPUs each run reserves and uses as torch threads (default: 1)",
     )
 
 

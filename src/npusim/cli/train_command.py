@@ -75,7 +75,10 @@ def _run_seeds(a: argparse.Namespace) -> int:
     trials = [
         Trial(f"seed-{s}", dataclasses.replace(cfg, seed=s), out / f"seed-{s}") for s in a.seeds
     ]
-    runs = run_trials(trials, jobs=a.jobs, threads=a.threads, progress=not a.no_progress)
+    runs = run_trials(
+        trials, jobs=a.jobs, threads=a.threads, progress=not a.no_progress, backend=a.backend,
+        address=a.address, cpus_per_trial=a.cpus_per_trial,
+    )  # fmt: skip
     agg = aggregate(runs)
     ok = [r for r in runs if "error" not in r]
     results = {

@@ -5,6 +5,10 @@ Each trial is one run folder. In parallel, every process trains with ``cores // 
 threads (or ``--threads``), prints its epoch lines prefixed with its name, and the parent prints
 one line per finished trial. A trial that fails with a user error (a diverged run, a refused
 folder) is reported by name and the others go on; the caller decides what to do with it.
+
+With ``backend="ray"`` each trial is one Ray task (a local Ray instance, or the cluster at
+``address``) running the same trial function; a task whose process dies or raises is retried
+once (continuing the run its folder holds), then reported as failed.
 """
 
 from __future__ import annotations
@@ -14,13 +18,17 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+from npusim.core.errors import NpusimError
 from npusim.runtime.config import TrainConfig
+
+BACKENDS = ("local", "ray")
+RAY_RETRIES = 1  # a trial whose task dies or raises runs once more
 
 
 @dataclass(frozen=True)
@@ -55,17 +63,30 @@ def plan_jobs(n_trials: int, jobs: int | None, threads: int | None) -> tuple[int
 
 def run_trials(
     trials: Sequence[Trial], *, jobs: int | None = None, threads: int | None = None,
-    progress: bool = True,
+    progress: bool = True, backend: str = "local", address: str | None = None,
+    cpus_per_trial: int | None = None,
 ) -> list[dict]:  # fmt: skip
-    """Run ``trials``; a summary dict per trial, in order (``error`` set for a failed one)."""
+    """Run ``trials``; a summary dict per trial, in order (``error`` set for a failed one).
+    ``backend``: ``local`` (this machine's processes, ``jobs``) or ``ray`` (one task per trial
+    with ``cpus_per_trial`` CPUs, default 1, on a local Ray or the cluster at ``address``)."""
+    if backend == "ray":
+        return run_trials_ray(trials, address=address, cpus_per_trial=cpus_per_trial or 1,
+                              threads=threads)  # fmt: skip
+    if backend != "local":
+        raise TrialError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if address is not None or cpus_per_trial is not None:
+        raise TrialError("--address and --cpus-per-trial are options of --backend ray")
     n, per = plan_jobs(len(trials), jobs, threads)
-    if n == 1:
-        return [_run_trial(t, per, progress=progress, quiet=False) for t in trials]
+    if n == 1:  # in this process; a single run prints its energy tables as `train` does
+        show = len(trials) == 1
+        return [_run_trial(t, per, progress, quiet=False, tables=show) for t in trials]
     print(f"{len(trials)} runs in {n} processes, {per} torch thread(s) each", flush=True)
     results: dict[int, dict] = {}
     t0 = time.perf_counter()
     with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
-        pending = {pool.submit(_run_trial, t, per, False, True): i for i, t in enumerate(trials)}
+        pending = {
+            pool.submit(_run_trial, t, per, False, True, False): i for i, t in enumerate(trials)
+        }
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -82,6 +103,75 @@ def run_trials(
     return [results[i] for i in range(len(trials))]
 
 
+class TrialError(NpusimError):
+    """A backend that cannot run the trials (Ray missing or unreachable, options that clash)."""
+
+
+def run_trials_ray(
+    trials: Sequence[Trial], *, address: str | None = None, cpus_per_trial: int = 1,
+    threads: int | None = None, run: Callable[..., dict] | None = None,
+) -> list[dict]:  # fmt: skip
+    """Run ``trials`` as Ray tasks of ``cpus_per_trial`` CPUs each (torch threads: ``threads``,
+    default ``cpus_per_trial``), on the Ray this process is connected to, else a local Ray
+    (``address`` None) or the cluster at ``address``, started here and shut down after. A task
+    that dies or raises is retried :data:`RAY_RETRIES` time(s), continuing the run in its
+    folder; then it is reported as failed and the others go on. ``run``: the function a task
+    runs, called as ``run(trial, threads, progress, quiet)`` (default: train and summarise)."""
+    try:
+        import ray
+    except ImportError:
+        raise TrialError("--backend ray needs Ray: pip install npusim[ray]") from None
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            raise TrialError(f"cannot start {where}: {' '.join(str(e).split())}") from None
+    task = ray.remote(num_cpus=cpus_per_trial, max_retries=RAY_RETRIES, retry_exceptions=True)(
+        _ray_trial
+    )
+    per = threads or cpus_per_trial
+    print(f"{len(trials)} runs as Ray tasks, {cpus_per_trial} CPU(s) and {per} torch "
+          f"thread(s) each", flush=True)  # fmt: skip
+    results: dict[int, dict] = {}
+    t0 = time.perf_counter()
+    try:
+        pending = {task.remote(t, per, run or _run_trial): i for i, t in enumerate(trials)}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                i = pending.pop(ref)
+                try:
+                    results[i] = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - a task that failed twice: report, go on
+                    results[i] = _failed(trials[i], _ray_error(e))
+                print(_finished_line(results[i], len(results), len(trials), t0), flush=True)
+    finally:
+        if started:
+            ray.shutdown()
+    return [results[i] for i in range(len(trials))]
+
+
+def _ray_trial(t: Trial, threads: int, run: Callable[..., dict]) -> dict:
+    """One trial in a Ray task; a retried task continues the run its folder already holds."""
+    from dataclasses import replace
+
+    from npusim.runtime.run import CHECKPOINT
+
+    if not t.resume and (t.folder / CHECKPOINT).is_file():  # an earlier attempt's epochs
+        t = replace(t, resume=True)
+    return run(t, threads, False, True)
+
+
+def _ray_error(e: Exception) -> str:
+    """A failed task's error as one line: its cause's type and message, without the traceback
+    Ray adds."""
+    cause = getattr(e, "cause", None) or e  # a RayTaskError carries the task's exception
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}".strip()
+
+
 def _failed(t: Trial, message: str) -> dict:
     return {"name": t.name, "folder": str(t.folder), "seed": t.cfg.seed, "error": message}
 
@@ -93,8 +183,12 @@ def _finished_line(r: dict, k: int, n: int, t0: float) -> str:
     return f"{head} test error {100 * r['test_error']:.2f}% (best epoch {r['best_epoch']})"
 
 
-def _run_trial(t: Trial, threads: int | None, progress: bool, quiet: bool) -> dict:
-    """Train one trial and summarise it (runs in a worker process when parallel)."""
+def _run_trial(
+    t: Trial, threads: int | None, progress: bool, quiet: bool, tables: bool = True
+) -> dict:
+    """Train one trial and summarise it (runs in a worker process when parallel). ``quiet``:
+    epoch lines prefixed with the trial's name, user errors returned, not raised; ``tables``:
+    print the run's energy tables (its report files are written either way)."""
     import torch
     from rich.console import Console
 
@@ -114,7 +208,7 @@ def _run_trial(t: Trial, threads: int | None, progress: bool, quiet: bool) -> di
             cfg, t.folder, resume=t.resume, epochs=cfg.epochs if t.resume else None,
             progress=progress, ledger=Ledger(power_scale_w=scale), log=log,
         )  # fmt: skip
-        console = Console(file=io.StringIO(), width=120) if quiet else None
+        console = None if tables else Console(file=io.StringIO(), width=120)
         if tr.ledger is not None and tr.ledger.training_samples > 0:
             report_ledger(tr.ledger, t.folder, chip=tr.cfg.chip, console=console)
     except NpusimError as e:

@@ -338,7 +338,8 @@ def learn_on_edge(
     """The trained chip of run folder ``run`` learns stream ``stream_name`` (``samples`` samples,
     seed ``seed``) online at learning rate ``lr_scale`` × the run's learning rates, with a
     replay buffer of ``replay`` samples (0: none), within ``power_w`` (W); accuracy every
-    ``every`` samples (default a tenth of the stream). Returns edge.json's content (fractions,
+    ``every`` samples (default a tenth of the stream) on held-out samples of ``eval_split``
+    (``val`` to choose settings, ``test`` to report). Returns edge.json's content (fractions,
     J, s, W, B, years)."""
     if not (power_w > 0 and math.isfinite(power_w)):
         raise EdgeError(f"--power must be a positive power, got {power_w} W")

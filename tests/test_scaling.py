@@ -124,3 +124,114 @@ def test_backend_ray_without_ray_is_one_error_line(tmp_path, monkeypatch, capsys
     assert main([*args, "--backend", "ray"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["npusim: error: --backend ray needs Ray: pip install npusim[ray]"]
+
+
+# ---- data-parallel training -----------------------------------------------------------------
+def test_two_gloo_processes_train_as_one_process(tmp_path, capfd):
+    """``train --nproc 2`` (2 spawned gloo ranks, 1 thread each) on the ideal chip ends the
+    epoch with one process's weights for the same global batch, to float32 rounding: each
+    rank's estimate is its half-batch mean, weighted ½ and summed, where one process averages
+    the whole batch in one sum (measured difference <= 4e-7; tolerance atol 1e-5, rtol
+    1e-4). ``--resume`` continues it in 2 processes to a second epoch, still as one process
+    would."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["train", *SMALL, "--threads", "1", "--out", str(one)]) == 0
+    assert main(["train", *SMALL, "--nproc", "2", "--threads", "1", "--out", str(two)]) == 0
+    out = capfd.readouterr().out
+    assert "data-parallel training in 2 processes, 1 torch thread(s) each" in out
+    assert out.count("(2 processes)") == 1  # rank 0 alone reports
+    a, b = load_checkpoint(one), load_checkpoint(two)
+    diffs = [float((p - q).abs().max()) for p, q in zip(a["params"], b["params"], strict=True)]
+    print("max |w_1proc - w_2proc| per parameter:", diffs)
+    for p, q in zip(a["params"], b["params"], strict=True):
+        torch.testing.assert_close(q, p, atol=1e-5, rtol=1e-4)
+    assert not torch.equal(a["params"][0], load_checkpoint_initial(tmp_path))  # it trained
+    assert b["ledger"] == a["ledger"]  # the global work counted once, as by one process
+    assert b["history"][0]["train_error"] == pytest.approx(a["history"][0]["train_error"], abs=0.01)
+    resume = ["train", "--resume", "--epochs", "2", "--no-progress", "--threads", "1"]
+    assert main([*resume, "--out", str(one)]) == 0
+    assert main([*resume, "--nproc", "2", "--out", str(two)]) == 0
+    a, b = load_checkpoint(one), load_checkpoint(two)
+    assert a["epoch"] == b["epoch"] == 2 and len(b["history"]) == 2
+    for p, q in zip(a["params"], b["params"], strict=True):
+        torch.testing.assert_close(q, p, atol=1e-5, rtol=1e-4)
+
+
+def _train_rank_and_dump(cfg: TrainConfig, out, dump) -> None:
+    """One rank of a data-parallel run; saves its device arrays to ``dump``/rank-R.pt."""
+    from npusim.runtime.parallel import init
+    from npusim.runtime.run import train_run
+
+    torch.set_num_threads(1)
+    dp = init("gloo")
+    tr = train_run(cfg, out, progress=False, parallel=dp, log=lambda s: None)
+    torch.save(tr.synapses.state_dict(), dump / f"rank-{dp.rank}.pt")
+
+
+def _tensors(state) -> list[torch.Tensor]:
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        return [t for k in sorted(state) for t in _tensors(state[k])]
+    if isinstance(state, (list, tuple)):
+        return [t for v in state for t in _tensors(v)]
+    return [torch.tensor(float(state))] if isinstance(state, (int, float)) else []
+
+
+def test_data_parallel_ranks_keep_equal_devices_on_a_device_chip(tmp_path):
+    """On rram (noisy, quantised devices) both ranks program the same update with the same
+    seeded randomness: their device arrays are bit for bit equal after the epoch, and rank 0
+    alone wrote the run folder."""
+    from npusim.runtime.parallel import spawn
+
+    cfg = dataclasses.replace(CFG, chip="rram")
+    spawn(_train_rank_and_dump, 2, cfg, tmp_path / "run", tmp_path)
+    r0 = torch.load(tmp_path / "rank-0.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "rank-1.pt", weights_only=False)
+    t0, t1 = _tensors(r0), _tensors(r1)
+    assert t0 and len(t0) == len(t1)
+    assert all(torch.equal(a, b) for a, b in zip(t0, t1, strict=True))
+    assert load_checkpoint(tmp_path / "run")["epoch"] == 1
+    pulses = load_checkpoint(tmp_path / "run")["synapses"]
+    assert any(float(t.abs().sum()) > 0 for t in _tensors(pulses))
+
+
+def test_nproc_refuses_a_batch_that_does_not_split(tmp_path, capsys):
+    args = ["train", *SMALL, "--batch-size", "15", "--nproc", "2", "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "npusim: error: --batch-size 15 does not split evenly over 2 processes; choose a "
+        "multiple of 2"
+    ]
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="NCCL needs CUDA; this machine has none")
+def test_nccl_ranks_reduce_on_the_gpu(tmp_path):
+    """With CUDA (2 GPUs), the NCCL backend sums the estimates as gloo does."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("NCCL data-parallel needs 2 GPUs")
+    from npusim.runtime.parallel import spawn
+
+    spawn(_reduce_rank, 2, "nccl", tmp_path)
+    spawn(_reduce_rank, 2, "gloo", tmp_path)
+    assert torch.equal(torch.load(tmp_path / "nccl.pt"), torch.load(tmp_path / "gloo.pt"))
+
+
+def _reduce_rank(backend: str, dump) -> None:
+    from npusim.runtime.parallel import init
+
+    dp = init(backend)
+    g = [torch.full((3, 2), float(dp.rank + 1)), torch.arange(4.0) * (dp.rank + 1)]
+    out, n = dp.reduce(g, 2, g)
+    assert n == 4
+    if dp.writer:
+        torch.save(torch.cat([t.reshape(-1) for t in out]), dump / f"{backend}.pt")
+
+
+def load_checkpoint_initial(tmp_path) -> torch.Tensor:
+    """The untrained network's first weight matrix (the configuration's seed)."""
+    from npusim.runtime.train import Trainer
+
+    return Trainer(TrainConfig(dataset="digits", hidden=[16], epochs=1)).model.params()[0]

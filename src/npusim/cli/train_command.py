@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from npusim.cli.options import (
     CliError,
-    add_train_args,
     check_chip_arg,
     config_from_args,
     given_options,
+    positive_int,
     set_threads,
 )
+from npusim.cli.options import add_train_args as add_config_and_run_args
 
 __all__ = ["add_train_args", "run_train"]
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """Train a network on the simulated chip (default: DHN-1H, centered EqProp, mnist5k)."""
+    add_config_and_run_args(p)
+    p.add_argument(
+        "--nproc",
+        type=positive_int,
+        help="data-parallel training in N processes (torch.distributed; gloo on CPU): each "
+        "relaxes its share of every batch, one all-reduce per step (under torchrun: the "
+        "launched ranks)",
+    )
 
 
 def run_train(a: argparse.Namespace) -> int:
@@ -24,6 +38,8 @@ def run_train(a: argparse.Namespace) -> int:
 
     if a.resume and a.out is None:
         raise CliError("--resume needs --out RUN_FOLDER")
+    if a.nproc is not None or _under_torchrun():
+        return _run_parallel(a)
     if a.seeds is not None:
         return _run_seeds(a)
     given = given_options(a)
@@ -104,3 +120,97 @@ def _run_seeds(a: argparse.Namespace) -> int:
             "runs failed: " + "; ".join(f"{k}: {v}" for k, v in results["failed"].items())
         )
     return 0
+
+
+# ---- data-parallel ----------------------------------------------------------------------------
+def _under_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def _run_parallel(a: argparse.Namespace) -> int:
+    """``--nproc N`` (or a torchrun launch): one data-parallel run in N processes, rank 0
+    writing the run folder. Spawns the ranks here unless torchrun launched them."""
+    from npusim.cli.trials import available_cores
+    from npusim.runtime.parallel import spawn
+    from npusim.runtime.run import check_fresh, new_run_dir
+
+    if a.seeds is not None:
+        raise CliError("--nproc trains one run; train the seeds one after another")
+    if a.backend != "local" or a.jobs is not None:
+        raise CliError("--backend and --jobs are options of --seeds and sweep, not of --nproc")
+    if _under_torchrun():
+        world = int(os.environ["WORLD_SIZE"])
+        if a.nproc is not None and a.nproc != world:
+            raise CliError(f"--nproc {a.nproc} under torchrun, which launched {world} processes")
+        _train_rank(a)
+        return 0
+    if not a.resume:
+        cfg = config_from_args(a)
+        check_chip_arg(cfg.chip)
+        _check_shardable(cfg, a.nproc)
+        a.out = a.out or new_run_dir(a.runs, cfg)
+        check_fresh(a.out)
+    if a.threads is None:
+        a.threads = max(1, available_cores() // a.nproc)
+    print(f"data-parallel training in {a.nproc} processes, {a.threads} torch thread(s) each")
+    spawn(_train_rank, a.nproc, a)
+    return 0
+
+
+def _check_shardable(cfg, world: int) -> None:
+    if cfg.batch_size % world:
+        raise CliError(
+            f"--batch-size {cfg.batch_size} does not split evenly over {world} processes; "
+            f"choose a multiple of {world}"
+        )
+    if cfg.outer_product == "coincidence":
+        raise CliError(
+            "--outer-product coincidence forms the update in the array sample by sample; it "
+            "trains in one process (drop --nproc)"
+        )
+
+
+def _train_rank(a: argparse.Namespace) -> None:
+    """One rank of a data-parallel run (in a spawned process or under torchrun)."""
+    from npusim.cost.constants import drn_power_scale_w
+    from npusim.report import report_ledger
+    from npusim.runtime.ledger import Ledger
+    from npusim.runtime.parallel import init
+    from npusim.runtime.run import train_run
+
+    set_threads(a.threads)
+    device = str(getattr(a, "device", None) or "cpu")  # NCCL where the tensors live on CUDA
+    dp = init("nccl" if device.startswith("cuda") else "gloo")
+    if a.out is None:
+        raise CliError("data-parallel training needs --out RUN_FOLDER (the ranks share it)")
+    given = given_options(a)
+    if a.resume:
+        given.pop("epochs", None)
+        cfg, epochs = None, a.epochs
+        from npusim.runtime.config import TrainConfig
+        from npusim.runtime.run import load_checkpoint
+
+        stored = TrainConfig.from_dict(load_checkpoint(a.out)["config"])
+        _check_shardable(stored, dp.world)
+        scale = None  # the ledger is restored from the checkpoint
+    else:
+        cfg, epochs = config_from_args(a), None
+        _check_shardable(cfg, dp.world)
+        scale = drn_power_scale_w(cfg.chip, cfg.input_gain) if cfg.model == "drn" else None
+    ledger = Ledger(power_scale_w=scale) if dp.writer else None  # the work counted once
+    tr = train_run(
+        cfg, a.out, resume=a.resume, epochs=epochs, given=given if a.resume else None,
+        progress=not a.no_progress, ledger=ledger, parallel=dp,
+    )  # fmt: skip
+    if not dp.same_on_all(tr.model.params()):
+        raise CliError("the ranks' weights differ after training; please report this")
+    if not dp.writer:
+        return
+    best = tr.best
+    print(
+        f"best validation error {100 * best.val_error:.2f}% at epoch {best.epoch}; "
+        f"test error there {100 * best.test_error:.2f}% ({dp.world} processes)"
+    )
+    if tr.ledger is not None and tr.ledger.training_samples > 0:
+        report_ledger(tr.ledger, a.out, chip=tr.cfg.chip)
+    print(f"run folder: {a.out}")

@@ -7,9 +7,10 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,6 +36,9 @@ from npusim.runtime.run_files import (
     save_checkpoint,
 )
 from npusim.runtime.train import EpochRecord, Trainer
+
+if TYPE_CHECKING:
+    from npusim.runtime.parallel import DataParallel
 
 __all__ = [
     "CHECKPOINT",
@@ -240,6 +244,7 @@ def train_run(
     log: Callable[[str], None] | None = None,
     progress: bool = True,
     extra_results: Callable[[Trainer], dict] | None = None,
+    parallel: DataParallel | None = None,
 ) -> Trainer:
     """Train ``cfg`` into folder ``out`` (checkpoint each epoch; ``resume`` continues exactly,
     from the checkpoint's configuration (``cfg`` may be None), optionally with a new total of
@@ -249,8 +254,12 @@ def train_run(
     The folder is locked while the run writes it; temporary files of an interrupted write are
     removed; a resumed run rewrites results.json from its checkpoint (repairing a kill between
     the two); a run that diverges stops with :class:`TrainingDiverged`, keeping the last good
-    checkpoint."""
+    checkpoint. ``parallel``: this process's :class:`npusim.runtime.parallel.DataParallel`
+    rank (data-parallel training; only rank 0 locks and writes the folder and logs)."""
+    writer = parallel is None or parallel.writer
     log = log or (lambda s: print(s, flush=True))
+    if not writer:
+        log = _silent
     out = Path(out)
     if str(out).strip() == "":
         raise RunError("the run folder (--out) must not be empty")
@@ -260,10 +269,11 @@ def train_run(
         if cfg is None:
             raise TypeError("train_run needs a configuration unless it resumes")
         cfg = cfg.resolved()  # a bad option fails before the folder is made
-    created = not out.exists()
+    created = writer and not out.exists()
     try:
-        with RunLock(out):
-            clean_temp_files(out)
+        with RunLock(out) if writer else nullcontext():
+            if writer:
+                clean_temp_files(out)
             if resume:
                 tr, _, w0 = resume_trainer(out, synapses=synapses, ledger=ledger)
                 check_resume_options(tr.cfg, dict(given or {}), out)
@@ -273,10 +283,12 @@ def train_run(
                     tr.cfg.epochs = epochs
                 log(f"resuming {out} after epoch {tr.state.epoch}")
             else:
-                check_fresh(out)
+                if writer:
+                    check_fresh(out)
                 tr = Trainer(cfg, synapses=synapses, ledger=ledger)
                 w0 = _max_abs(tr.model.params())
-            _train(tr, out, w0, resume, log, progress, extra_results)
+            tr.parallel = parallel
+            _train(tr, out, w0, resume, log, progress and writer, extra_results, writer)
     except BaseException:
         if created and not (out / CHECKPOINT).exists():  # leave no empty folder behind
             _remove_empty(out)
@@ -292,11 +304,13 @@ def _train(
     log: Callable[[str], None],
     progress: bool,
     extra_results: Callable[[Trainer], dict] | None,
+    writer: bool = True,
 ) -> None:
-    """The epochs of :func:`train_run`, in the locked folder ``out``."""
+    """The epochs of :func:`train_run`, in the locked folder ``out`` (``writer`` False: a
+    data-parallel rank other than 0, which writes nothing)."""
     title = f"{tr.cfg.model.upper()} {tr.cfg.algorithm} on {tr.cfg.dataset}"
-    if resume and tr.state.history:  # results.json from the checkpoint (a kill may have come
-        _write_results(tr, out, title, extra_results)  # between the two)
+    if writer and resume and tr.state.history:  # results.json from the checkpoint (a kill
+        _write_results(tr, out, title, extra_results)  # may have come between the two)
     n_train = len(tr.data.x_train)
     for _ in range(tr.state.epoch, tr.cfg.epochs):
         rec = _epoch_with_progress(tr, n_train, progress)
@@ -306,8 +320,13 @@ def _train(
             f"{rec.samples_per_s:7.0f} samples/s  {rec.seconds:5.1f} s"
         )
         check_divergence(tr, rec, w0)
-        save_checkpoint(tr.checkpoint(), out / CHECKPOINT)
-        _write_results(tr, out, title, extra_results)
+        if writer:
+            save_checkpoint(tr.checkpoint(), out / CHECKPOINT)
+            _write_results(tr, out, title, extra_results)
+
+
+def _silent(_: str) -> None:
+    pass
 
 
 def _remove_empty(out: Path) -> None:

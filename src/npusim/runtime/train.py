@@ -7,6 +7,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -23,6 +24,9 @@ from npusim.runtime.config import TrainConfig
 from npusim.runtime.inarray import InArrayUpdater
 from npusim.runtime.ledger import Ledger
 from npusim.runtime.optim import SGD, apply_ideal
+
+if TYPE_CHECKING:
+    from npusim.runtime.parallel import DataParallel
 
 CONVERGE_TOL = 1e-3  # a relaxation whose last sweep moves a unit by more than this (normalised
 # units, or V for the DRN) has not converged: counted per epoch and warned about
@@ -147,6 +151,7 @@ class Trainer:
         if ledger is not None:
             ledger.update_mode = self.cfg.outer_product
         self.state = TrainState()
+        self.parallel: DataParallel | None = None  # data-parallel: this rank's shard of each batch
         self._unconverged = 0
         self._relaxations = 0
 
@@ -197,9 +202,12 @@ class Trainer:
         if self.periphery is not None:
             x = self.periphery.inputs(x)
         est = self.estimator(self.model, x, one_hot(y, self.data.num_classes))
+        grads, n = est.grads, len(x)
+        if self.parallel is not None:  # the estimate of all ranks' shards: the whole batch's
+            grads, n = self.parallel.reduce(grads, n, self.model.params())
         in_array = None
         if self.in_array is None:
-            self.apply(self.optim.deltas(self.model.params(), est.grads))
+            self.apply(self.optim.deltas(self.model.params(), grads))
         else:  # formed in the array from held signals, samples one after another
             lrs = [lr * self.optim.lr_scale for lr in self.optim.lrs]
             in_array = self.in_array.apply(self.model, x, self.estimator, est, lrs, self.synapses)
@@ -209,7 +217,7 @@ class Trainer:
         if self.ledger is not None:
             events = None if self.synapses is None else self.synapses.periphery_events()
             self.ledger.training_step(
-                self.model, est, len(x), x=x, synapses=self.synapses, rule_events=events,
+                self.model, est, n, x=x, synapses=self.synapses, rule_events=events,
                 in_array=in_array,
             )  # fmt: skip
         return est
@@ -227,11 +235,19 @@ class Trainer:
         bs = cfg.batch_size
         for i in range(0, len(x_all), bs):
             x, y = x_all[i : i + bs], y_all[i : i + bs]
+            if self.parallel is not None:  # this rank's shard; none: only the update
+                x, y = self.parallel.shard(x, y)
+                if len(x) == 0:
+                    params = self.model.params()
+                    self.apply(self.optim.deltas(params, self.parallel.reduce(None, 0, params)[0]))
+                    continue
             est = self.step(x, y)
             wrong += int((self.model.output(est.free.state).argmax(1) != y).sum())
             if on_batch is not None:
                 on_batch(len(x))
         seconds = time.perf_counter() - t0
+        if self.parallel is not None:
+            wrong = self.parallel.total(wrong)
         return wrong / len(x_all), len(x_all) / seconds
 
     def evaluate(self, split: str) -> float:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from npusim.cli.options import (
     CliError,
@@ -14,6 +16,9 @@ from npusim.cli.options import (
     set_threads,
 )
 from npusim.cli.options import add_train_args as add_config_and_run_args
+
+if TYPE_CHECKING:
+    from npusim.runtime.config import TrainConfig
 
 __all__ = ["add_train_args", "run_train"]
 
@@ -144,7 +149,9 @@ def _run_parallel(a: argparse.Namespace) -> int:
             raise CliError(f"--nproc {a.nproc} under torchrun, which launched {world} processes")
         _train_rank(a)
         return 0
-    if not a.resume:
+    if a.resume:  # refused here rather than in every rank
+        _check_shardable(_stored_config(a.out), a.nproc)
+    else:
         cfg = config_from_args(a)
         check_chip_arg(cfg.chip)
         _check_shardable(cfg, a.nproc)
@@ -157,7 +164,17 @@ def _run_parallel(a: argparse.Namespace) -> int:
     return 0
 
 
-def _check_shardable(cfg, world: int) -> None:
+def _stored_config(out: Path) -> TrainConfig:
+    """The configuration stored in run folder ``out``'s checkpoint."""
+    from npusim.runtime.config import TrainConfig
+    from npusim.runtime.run import CHECKPOINT, RunError, load_checkpoint
+
+    if not (out / CHECKPOINT).is_file():
+        raise RunError(f"nothing to resume: {out / CHECKPOINT} not found")
+    return TrainConfig.from_dict(load_checkpoint(out)["config"])
+
+
+def _check_shardable(cfg: TrainConfig, world: int) -> None:
     if cfg.batch_size % world:
         raise CliError(
             f"--batch-size {cfg.batch_size} does not split evenly over {world} processes; "
@@ -178,20 +195,16 @@ def _train_rank(a: argparse.Namespace) -> None:
     from npusim.runtime.parallel import init
     from npusim.runtime.run import train_run
 
+    if a.out is None:
+        raise CliError("data-parallel training needs --out RUN_FOLDER (the ranks share it)")
     set_threads(a.threads)
     device = str(getattr(a, "device", None) or "cpu")  # NCCL where the tensors live on CUDA
     dp = init("nccl" if device.startswith("cuda") else "gloo")
-    if a.out is None:
-        raise CliError("data-parallel training needs --out RUN_FOLDER (the ranks share it)")
     given = given_options(a)
     if a.resume:
         given.pop("epochs", None)
         cfg, epochs = None, a.epochs
-        from npusim.runtime.config import TrainConfig
-        from npusim.runtime.run import load_checkpoint
-
-        stored = TrainConfig.from_dict(load_checkpoint(a.out)["config"])
-        _check_shardable(stored, dp.world)
+        _check_shardable(_stored_config(a.out), dp.world)
         scale = None  # the ledger is restored from the checkpoint
     else:
         cfg, epochs = config_from_args(a), None

@@ -199,7 +199,7 @@ def make_stream(
     if not new_classes:
         raise StreamError(
             "--stream classes brings the classes a run did not train on, but this run trained "
-            "on all of them; train the run on a subset (e.g. npusim train --classes 0,1,2,3,4)"
+            "on all of them; train the run on a subset (e.g. npusim train --classes 0-4)"
         )
     shift = Shift(name, data.image_shape, seed)
     g = torch.Generator().manual_seed(seed * 1_000_003 + 11)

@@ -454,6 +454,24 @@ def test_divergence_check_on_weights():
         check_divergence(tr, rec, w0)
 
 
+def test_collapse_to_chance_counts_the_classes_a_run_trains_on():
+    """On a two-class subset chance is 50% error, not 90%: grown weights at 49% train error
+    are a collapse there, and the same error on all ten classes is not chance."""
+    import dataclasses
+
+    tr = Trainer(TrainConfig(**SMALL_CFG, classes=[0, 1]))
+    w0 = max(float(p.abs().max()) for p in tr.model.params())
+    rec = dataclasses.replace(tr.run_epoch(), train_error=0.49)
+    grow = 20.0 * w0 / max(float(q.abs().max()) for q in tr.model.params())
+    with torch.no_grad():
+        for p in tr.model.params():
+            p.mul_(grow)  # the largest weight now 20x its initial: grown, far from a runaway
+    with pytest.raises(TrainingDiverged, match=r"is chance \(50%\)"):
+        check_divergence(tr, rec, w0)
+    tr.cfg = dataclasses.replace(tr.cfg, classes=None)
+    check_divergence(tr, rec, w0)  # 49% on ten classes is learning, not chance
+
+
 # ---- chip files --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "content,word",

@@ -223,7 +223,8 @@ def check_divergence(tr: Trainer, rec: EpochRecord, w0: float) -> None:
             f"training diverged at epoch {rec.epoch}: weights ran away to {w:.3g}, "
             f"{w / ref:.3g}× their initial largest {ref:.3g}; {hint}"
         )
-    chance = 1.0 - 1.0 / tr.data.num_classes
+    trained = len(tr.cfg.classes) if tr.cfg.classes else tr.data.num_classes  # a class subset
+    chance = 1.0 - 1.0 / trained
     if rec.train_error >= chance - CHANCE_MARGIN and w > GROWTH * ref:
         raise TrainingDiverged(
             f"training diverged at epoch {rec.epoch}: train error {100 * rec.train_error:.1f}% "

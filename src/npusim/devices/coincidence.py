@@ -29,10 +29,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from numba import njit
+from numba import njit, prange
 from torch import Tensor
 
-from npusim.devices.kernel import _program_row, stream_key
+from npusim.devices.kernel import (
+    _MIX1,
+    _MIX2,
+    BIDIRECTIONAL,
+    ONE_SIDED,
+    _hash,
+    _mix,
+    _normal,
+    _program,
+    stream_key,
+)
+from npusim.devices.pulsed import FROZEN
 
 DEFAULT_PULSE_TRAIN = 10  # slots per train: BL = 10 (Gokmen & Vlasov, Front. Neurosci. 10:333,
 # 2016, Sec. "Results" and Fig. 2: BL = 10 trains reach the floating-point baseline on MNIST)
@@ -73,7 +84,7 @@ class Trains:
 
 
 def pulse_trains(
-    a: Tensor, b: Tensor, eta: float, unit: float, bl: int, g: torch.Generator
+    a: Tensor, b: Tensor, eta: float, unit: float, bl: int, g: np.random.Generator
 ) -> Trains:
     """Stochastic trains for ``Δw = η·a_sᵀ b_s`` per sample ``s`` on devices of step ``unit``.
 
@@ -96,7 +107,7 @@ def pulse_trains(
     p = a.abs() * (c / ma.clamp(min=1e-30))[:, None]
     q = b.abs() * (c / mb.clamp(min=1e-30))[:, None]
     n, n_in, n_out = a.shape[0], a.shape[1], b.shape[1]
-    u = torch.rand((n, bl, n_in + n_out), generator=g)
+    u = torch.from_numpy(g.random((n, bl, n_in + n_out), dtype=np.float32))
     rows = (u[:, :, :n_in] < p[:, None, :]).to(torch.float32)
     cols = (u[:, :, n_in:] < q[:, None, :]).to(torch.float32)
     rows.mul_(torch.sign(a)[:, None, :])
@@ -104,14 +115,14 @@ def pulse_trains(
     return Trains(rows, cols, torch.where(gain > 0, k, torch.zeros_like(k)))
 
 
-def local_pulses(v: Tensor, bl: int, g: torch.Generator) -> Tensor:
+def local_pulses(v: Tensor, bl: int, g: np.random.Generator) -> Tensor:
     """Signed pulse counts for desired ``v`` pulses per device, converted locally over ``bl``
     slots: Binomial(bl, min(|v|/bl, 1)) with the sign of ``v`` (mean ``v`` while |v| ≤ bl),
     drawn by inverting the binomial distribution with one uniform per device."""
     if bl < 1:
         raise ValueError(f"a pulse train needs at least 1 slot, got {bl}")
     p = (v.abs().to(torch.float32) / bl).clamp_(max=1.0)
-    u = torch.rand(v.shape, generator=g)
+    u = torch.from_numpy(g.random(tuple(v.shape), dtype=np.float32))
     q = 1.0 - p
     ratio = p / q.clamp(min=1e-30)
     pmf = q.pow(bl)
@@ -126,62 +137,127 @@ def local_pulses(v: Tensor, bl: int, g: torch.Generator) -> Tensor:
 
 
 _KERNEL_ARGS = """seed: the stream seed; first: the program counter of sample 0 (sample s uses
-    the stream of program ``first + s`` of tensor ``tensor``); the rest as
-    :func:`npusim.devices.kernel.apply_dense` (``acc`` empty: counts are whole). Serial: one
-    call programs a whole batch, samples in order. Returns the pulses fired."""
+    the stream of program ``first + s`` of tensor ``tensor``); mode, rec, c1, bank, scale, w,
+    noisy, endurance as :func:`npusim.devices.kernel.apply_dense`. One call programs a whole
+    batch, samples in order on every device. Returns the pulses fired."""
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
+def _program_device(f, n, key, mode, rec, c1, bank, scale, w, noisy, endurance) -> int:
+    """Fire a whole signed count ``n`` into the device(s) of weight ``f``, with the same
+    physics and write-noise stream as :mod:`npusim.devices.kernel`; returns pulses fired."""
+    pulses = int(abs(n))
+    h = _hash(key, f) ^ _MIX1
+    d1 = n < 0 if mode == ONE_SIDED else False
+    n0 = -n if d1 else n
+    xi = _normal(_mix(h)) if noisy else np.float32(0.0)
+    rc = rec[f]
+    if d1:  # one-sided depression: potentiate device 1 instead
+        rc.y1 = _program(rc.y1, n0, rc.m1 + 1, bank, xi)
+        c1[f] += pulses
+        if c1[f] >= endurance:
+            rc.m1 = FROZEN
+    else:
+        rc.y0 = _program(rc.y0, n0, rc.m0 + (1 if n0 > 0 else 0), bank, xi)
+        rc.c0 += pulses
+        if rc.c0 >= endurance:
+            rc.m0 = FROZEN
+        if mode == BIDIRECTIONAL:
+            xi1 = _normal(_mix(h ^ _MIX2)) if noisy else np.float32(0.0)
+            rc.y1 = _program(rc.y1, -n, rc.m1 + (0 if n > 0 else 1), bank, xi1)
+            c1[f] += pulses
+            if c1[f] >= endurance:
+                rc.m1 = FROZEN
+            pulses *= 2
+    w[f] = scale * (rc.y0 - rc.y1)
+    return pulses
+
+
+_CHUNKS = 64  # rows are handed to threads in this many blocks (scratch buffers per block)
+
+
+@njit(parallel=True, cache=True)
 def apply_trains(
-    rows, cols, seed, first, tensor, mode, rec, c1, bank, scale, w, noisy, endurance, acc
+    rows, cols, seed, first, tensor, mode, rec, c1, bank, scale, w, noisy, endurance
 ) -> int:
     """Program sample after sample the coincidence counts ``rows[s]ᵀ cols[s]`` (rows: (S, BL,
-    n_in), cols: (S, BL, n_out) float32) into the devices, skipping rows with no pulse."""
+    n_in), cols: (S, BL, n_out) float32) into the devices. Per sample and slot the fired
+    columns are listed once; a row that fires sums its coincidences over the slots and
+    programs only the devices they touched. Rows are independent devices, so they run in
+    parallel, each taking the samples in order."""
     n_s, bl, n_in = rows.shape
     n_out = cols.shape[2]
-    x = np.empty(n_out, np.float32)
-    at, cnt = np.empty(n_out, np.int64), np.empty(n_out, np.float32)
-    total = 0
+    fired = np.empty((n_s, bl, n_out), np.int64)
+    n_fired = np.zeros((n_s, bl), np.int64)
+    keys = np.empty(n_s, np.uint64)
     for s in range(n_s):
-        key = stream_key(seed, first + s, tensor)
-        for r in range(n_in):
-            active = False
-            for q in range(bl):
-                if rows[s, q, r] != 0:
-                    active = True
-                    break
-            if not active:
-                continue
-            x[:] = 0.0
-            for q in range(bl):
-                a = rows[s, q, r]
-                if a != 0:
-                    for c in range(n_out):
+        keys[s] = stream_key(seed, first + s, tensor)
+        for q in range(bl):
+            m = 0
+            for c in range(n_out):
+                if cols[s, q, c] != 0:
+                    fired[s, q, m] = c
+                    m += 1
+            n_fired[s, q] = m
+    size = (n_in + _CHUNKS - 1) // _CHUNKS
+    per_chunk = np.zeros(_CHUNKS, np.int64)
+    for ch in prange(_CHUNKS):
+        x = np.zeros(n_out, np.float32)
+        stamp = np.zeros(n_out, np.int64)
+        touched = np.empty(n_out, np.int64)
+        done = 0
+        for r in range(ch * size, min(n_in, (ch + 1) * size)):
+            for s in range(n_s):
+                row_id = r * n_s + s + 1
+                t = 0
+                for q in range(bl):
+                    a = rows[s, q, r]
+                    if a == 0:
+                        continue
+                    for m in range(n_fired[s, q]):
+                        c = fired[s, q, m]
+                        if stamp[c] != row_id:
+                            stamp[c] = row_id
+                            x[c] = 0.0
+                            touched[t] = c
+                            t += 1
                         x[c] += a * cols[s, q, c]
-            total += _program_row(
-                x, r * n_out, key, False, mode, rec, c1, bank, scale, w, noisy, endurance, at,
-                cnt, acc,
-            )  # fmt: skip
-    return total
+                for j in range(t):
+                    c = touched[j]
+                    if x[c] != 0:
+                        done += _program_device(
+                            r * n_out + c, x[c], keys[s], mode, rec, c1, bank, scale, w, noisy,
+                            endurance,
+                        )  # fmt: skip
+        per_chunk[ch] = done
+    return per_chunk.sum()
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def apply_counts(
-    counts, seed, first, tensor, mode, rec, c1, bank, scale, w, noisy, endurance, acc
+    counts, seed, first, tensor, mode, rec, c1, bank, scale, w, noisy, endurance
 ) -> int:
     """Program sample after sample whole pulse counts ``counts[s]`` ((S, n_in, n_out)
-    float32) into the devices."""
+    float32) into the devices (rows in parallel, each taking the samples in order)."""
     n_s, n_in, n_out = counts.shape
-    at, cnt = np.empty(n_out, np.int64), np.empty(n_out, np.float32)
-    total = 0
+    keys = np.empty(n_s, np.uint64)
     for s in range(n_s):
-        key = stream_key(seed, first + s, tensor)
-        for r in range(n_in):
-            total += _program_row(
-                counts[s, r], r * n_out, key, False, mode, rec, c1, bank, scale, w, noisy,
-                endurance, at, cnt, acc,
-            )  # fmt: skip
-    return total
+        keys[s] = stream_key(seed, first + s, tensor)
+    size = (n_in + _CHUNKS - 1) // _CHUNKS
+    per_chunk = np.zeros(_CHUNKS, np.int64)
+    for ch in prange(_CHUNKS):
+        done = 0
+        for r in range(ch * size, min(n_in, (ch + 1) * size)):
+            for s in range(n_s):
+                for c in range(n_out):
+                    n = counts[s, r, c]
+                    if n != 0:
+                        done += _program_device(
+                            r * n_out + c, n, keys[s], mode, rec, c1, bank, scale, w, noisy,
+                            endurance,
+                        )  # fmt: skip
+        per_chunk[ch] = done
+    return per_chunk.sum()
 
 
 apply_trains.__doc__ += "\n\n    " + _KERNEL_ARGS

@@ -277,16 +277,17 @@ class DeviceSynapses:
     @torch.no_grad()
     def program_batch(self, i: int, rows: Tensor, cols: Tensor | None = None) -> int:
         """Program a batch of whole pulse counts into tensor ``i``, sample after sample, in
-        one serial kernel call (:mod:`npusim.devices.coincidence`): the coincidence counts
+        one kernel call (:mod:`npusim.devices.coincidence`): the coincidence counts
         ``rows[s]ᵀ cols[s]`` of pulse trains (rows (S, BL, n_in), cols (S, BL, n_out)), or
         with ``cols`` None the counts ``rows[s]`` (S, n_in, n_out). Each sample draws its
         write noise from its own stream, as one :meth:`program` call. Returns pulses fired."""
+        kernel.set_threads(torch.get_num_threads())
         p = self.params[i]
         common = (
             np.uint64(self.seed ^ _SEED_PROGRAM), self.programs, i,
             self.mode if self.signed[i] else kernel.ONE_DEVICE, self._rec_np[i],
             self.c1[i].numpy(), self._bank_np, np.float32(self.scale[i]),
-            p.detach().view(-1).numpy(), self.noisy, self._endurance, _EMPTY,
+            p.detach().view(-1).numpy(), self.noisy, self._endurance,
         )  # fmt: skip
         if cols is None:
             fired = coincidence.apply_counts(_f32(rows), *common)

@@ -18,6 +18,7 @@ weights before the batch). Per array ``k`` (its weights and bias row) the update
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -51,7 +52,7 @@ class InArrayUpdater:
     def __init__(self, pulse_train: int, seed: int, dev: DeviceSpec) -> None:
         self.bl = int(pulse_train)
         self.dev = dev
-        self.gen = torch.Generator().manual_seed(int(seed) ^ _SEED_TRAINS)
+        self.gen = np.random.Generator(np.random.SFC64(int(seed) ^ _SEED_TRAINS))
         self._units: list[float] | None = None
 
     def units(
@@ -171,8 +172,8 @@ class InArrayUpdater:
             devices.program_batch(i, torch.stack(batch))
 
     def state_dict(self) -> dict:
-        return {"gen": self.gen.get_state(), "units": self._units}
+        return {"gen": self.gen.bit_generator.state, "units": self._units}
 
     def load_state_dict(self, state: dict) -> None:
-        self.gen.set_state(state["gen"])
+        self.gen.bit_generator.state = state["gen"]
         self._units = state["units"]

@@ -184,11 +184,12 @@ def _finished_line(r: dict, k: int, n: int, t0: float) -> str:
 
 
 def _run_trial(
-    t: Trial, threads: int | None, progress: bool, quiet: bool, tables: bool = True
+    t: Trial, threads: int | None, progress: bool, quiet: bool, tables: bool | None = None
 ) -> dict:
     """Train one trial and summarise it (runs in a worker process when parallel). ``quiet``:
     epoch lines prefixed with the trial's name, user errors returned, not raised; ``tables``:
-    print the run's energy tables (its report files are written either way)."""
+    print the run's energy tables (default: when not ``quiet``; its report files are written
+    either way)."""
     import torch
     from rich.console import Console
 
@@ -208,7 +209,8 @@ def _run_trial(
             cfg, t.folder, resume=t.resume, epochs=cfg.epochs if t.resume else None,
             progress=progress, ledger=Ledger(power_scale_w=scale), log=log,
         )  # fmt: skip
-        console = None if tables else Console(file=io.StringIO(), width=120)
+        show = not quiet if tables is None else tables
+        console = None if show else Console(file=io.StringIO(), width=120)
         if tr.ledger is not None and tr.ledger.training_samples > 0:
             report_ledger(tr.ledger, t.folder, chip=tr.cfg.chip, console=console)
     except NpusimError as e:

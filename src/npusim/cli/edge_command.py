@@ -5,7 +5,6 @@ device lifetime, against backprop on a phone NPU and the frozen chip."""
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from npusim.cli.options import path_arg, positive_int, set_threads
@@ -92,7 +91,7 @@ def run_edge(a: argparse.Namespace) -> int:
     from npusim.edge import learn_on_edge
     from npusim.report.edge_plot import edge_accuracy_png, edge_energy_png
     from npusim.runtime.config import SEED_MAX
-    from npusim.runtime.io import atomic_json
+    from npusim.runtime.io import atomic_json, json_safe
 
     if a.seed > SEED_MAX:
         from npusim.cli.options import CliError
@@ -118,17 +117,6 @@ def run_edge(a: argparse.Namespace) -> int:
     print(summary(res))
     print(f"wrote {out / EDGE_JSON}, {out / ACCURACY_PNG}, {out / ENERGY_PNG}")
     return 0
-
-
-def json_safe(x):
-    """Non-finite floats as strings ("inf", "nan"), recursively (JSON has no such numbers)."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    return x
 
 
 def summary(r: dict) -> str:

@@ -39,7 +39,7 @@ from npusim.cost.baselines import (
     forward_flops,
     training_flops,
 )
-from npusim.cost.constants import CostError, const, cost_spec
+from npusim.cost.constants import CostError, cited, const, cost_spec
 from npusim.cost.npu import npu_area, per_sample
 from npusim.runtime.ledger import Ledger
 
@@ -128,14 +128,7 @@ class ComputeLimits:
 
     def table(self) -> dict[str, dict[str, object]]:
         """``{name: {value, unit, source}}`` for every limit."""
-        return {
-            f.name: {
-                "value": getattr(self, f.name),
-                "unit": f.metadata["unit"],
-                "source": f.metadata["source"],
-            }
-            for f in fields(self)
-        }
+        return cited(self)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,18 @@ class CostError(NpusimError, ValueError):
     """Something cannot be priced as asked (an empty ledger, a target ratio out of range)."""
 
 
+def cited(obj: Any) -> dict[str, dict[str, object]]:
+    """``{field: {value, unit, source}}`` for every :func:`const` field of dataclass ``obj``."""
+    return {
+        f.name: {
+            "value": getattr(obj, f.name),
+            "unit": f.metadata["unit"],
+            "source": f.metadata["source"],
+        }
+        for f in fields(obj)
+    }
+
+
 def const(value: float, unit: str, source: str) -> Any:
     """A dataclass field holding a default ``value`` with its ``unit`` and ``source``."""
     return field(default=value, metadata={"unit": unit, "source": source})
@@ -56,14 +68,7 @@ class PhysicalLimits:
 
     def sources(self) -> dict[str, dict[str, object]]:
         """``{field: {value, unit, source}}`` for every limit."""
-        return {
-            f.name: {
-                "value": getattr(self, f.name),
-                "unit": f.metadata["unit"],
-                "source": f.metadata["source"],
-            }
-            for f in fields(self)
-        }
+        return cited(self)
 
     def replace(self, **changes: float) -> PhysicalLimits:
         """Copy with fields changed; unknown names are an error naming them."""

@@ -32,18 +32,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from npusim.devices.kernel import (
-    _MIX1,
-    _MIX2,
-    BIDIRECTIONAL,
-    ONE_SIDED,
-    _hash,
-    _mix,
-    _normal,
-    _program,
-    stream_key,
-)
-from npusim.devices.pulsed import FROZEN
+from npusim.devices.kernel import _MIX1, _hash, program_device, stream_key
 
 DEFAULT_PULSE_TRAIN = 10  # slots per train: BL = 10 (Gokmen & Vlasov, Front. Neurosci. 10:333,
 # 2016, Sec. "Results" and Fig. 2: BL = 10 trains reach the floating-point baseline on MNIST)
@@ -146,31 +135,8 @@ _KERNEL_ARGS = """seed: the stream seed; first: the program counter of sample 0 
 def _program_device(f, n, key, mode, rec, c1, bank, scale, w, noisy, endurance) -> int:
     """Fire a whole signed count ``n`` into the device(s) of weight ``f``, with the same
     physics and write-noise stream as :mod:`npusim.devices.kernel`; returns pulses fired."""
-    pulses = int(abs(n))
     h = _hash(key, f) ^ _MIX1
-    d1 = n < 0 if mode == ONE_SIDED else False
-    n0 = -n if d1 else n
-    xi = _normal(_mix(h)) if noisy else np.float32(0.0)
-    rc = rec[f]
-    if d1:  # one-sided depression: potentiate device 1 instead
-        rc.y1 = _program(rc.y1, n0, rc.m1 + 1, bank, xi)
-        c1[f] += pulses
-        if c1[f] >= endurance:
-            rc.m1 = FROZEN
-    else:
-        rc.y0 = _program(rc.y0, n0, rc.m0 + (1 if n0 > 0 else 0), bank, xi)
-        rc.c0 += pulses
-        if rc.c0 >= endurance:
-            rc.m0 = FROZEN
-        if mode == BIDIRECTIONAL:
-            xi1 = _normal(_mix(h ^ _MIX2)) if noisy else np.float32(0.0)
-            rc.y1 = _program(rc.y1, -n, rc.m1 + (0 if n > 0 else 1), bank, xi1)
-            c1[f] += pulses
-            if c1[f] >= endurance:
-                rc.m1 = FROZEN
-            pulses *= 2
-    w[f] = scale * (rc.y0 - rc.y1)
-    return pulses
+    return program_device(f, n, h, mode, rec, c1, bank, scale, w, noisy, endurance)
 
 
 _CHUNKS = 64  # rows are handed to threads in this many blocks (scratch buffers per block)

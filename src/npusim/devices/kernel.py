@@ -89,6 +89,37 @@ _CHUNKS = 64  # rows are handed to threads in this many blocks (scratch buffers 
 
 
 @njit(inline="always", cache=True)
+def program_device(f, n, h, mode, rec, c1, bank, scale, w, noisy, endurance) -> int:
+    """Fire a whole signed count ``n`` into the device(s) of weight ``f`` and write its weight;
+    ``h``: the device's hash for this update (its write noise is drawn from ``_mix(h)``, device
+    1's from ``_mix(h ^ _MIX2)``). Returns the pulses fired."""
+    pulses = int(abs(n))
+    d1 = n < 0 if mode == ONE_SIDED else False
+    n0 = -n if d1 else n
+    xi = _normal(_mix(h)) if noisy else np.float32(0.0)
+    rc = rec[f]
+    if d1:  # one-sided depression: potentiate device 1 instead
+        rc.y1 = _program(rc.y1, n0, rc.m1 + 1, bank, xi)
+        c1[f] += pulses
+        if c1[f] >= endurance:
+            rc.m1 = FROZEN
+    else:
+        rc.y0 = _program(rc.y0, n0, rc.m0 + (1 if n0 > 0 else 0), bank, xi)
+        rc.c0 += pulses
+        if rc.c0 >= endurance:
+            rc.m0 = FROZEN
+        if mode == BIDIRECTIONAL:
+            xi1 = _normal(_mix(h ^ _MIX2)) if noisy else np.float32(0.0)
+            rc.y1 = _program(rc.y1, -n, rc.m1 + (0 if n > 0 else 1), bank, xi1)
+            c1[f] += pulses
+            if c1[f] >= endurance:
+                rc.m1 = FROZEN
+            pulses *= 2
+    w[f] = scale * (rc.y0 - rc.y1)
+    return pulses
+
+
+@njit(inline="always", cache=True)
 def _program_row(
     x, base, key, stochastic, mode, rec, c1, bank, scale, w, noisy, endurance, at, cnt, hs, acc
 ):
@@ -125,32 +156,9 @@ def _program_row(
         k += n != 0
     total = 0
     for j in range(k):  # program the pulsed devices
-        f, n = at[j], cnt[j]
-        pulses = int(abs(n))
+        f = at[j]
         h = (hs[j] if stochastic and not accumulate else _hash(key, f)) ^ _MIX1
-        d1 = n < 0 if mode == ONE_SIDED else False
-        n0 = -n if d1 else n
-        xi = _normal(_mix(h)) if noisy else np.float32(0.0)
-        rc = rec[f]
-        if d1:  # one-sided depression: potentiate device 1 instead
-            rc.y1 = _program(rc.y1, n0, rc.m1 + 1, bank, xi)
-            c1[f] += pulses
-            if c1[f] >= endurance:
-                rc.m1 = FROZEN
-        else:
-            rc.y0 = _program(rc.y0, n0, rc.m0 + (1 if n0 > 0 else 0), bank, xi)
-            rc.c0 += pulses
-            if rc.c0 >= endurance:
-                rc.m0 = FROZEN
-            if mode == BIDIRECTIONAL:
-                xi1 = _normal(_mix(h ^ _MIX2)) if noisy else np.float32(0.0)
-                rc.y1 = _program(rc.y1, -n, rc.m1 + (0 if n > 0 else 1), bank, xi1)
-                c1[f] += pulses
-                if c1[f] >= endurance:
-                    rc.m1 = FROZEN
-                pulses *= 2
-        w[f] = scale * (rc.y0 - rc.y1)
-        total += pulses
+        total += program_device(f, cnt[j], h, mode, rec, c1, bank, scale, w, noisy, endurance)
     return total
 
 

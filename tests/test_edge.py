@@ -287,7 +287,7 @@ def test_bad_runs_are_one_error_line(run_all, run_five, tmp_path, capsys):
 
 def test_replay_larger_than_the_chips_buffer_is_refused():
     from npusim.edge import EdgeError
-    from npusim.edge.learn import check_buffer_fits
+    from npusim.edge.replay import check_buffer_fits
 
     x, y = torch.zeros(2000, 64), torch.zeros(2000, dtype=torch.long)
     small = load_chip("rram").replace(**{"array.tiles": 8})  # one buffer of 64 KiB

@@ -22,39 +22,30 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from npusim.chip import ChipSpec, load_chip
-from npusim.core.errors import NpusimError
-from npusim.core.interfaces import Synapses
 from npusim.core.phases import Phase
 from npusim.cost.baselines import PHONE_NPU, PhoneNpuPreset
 from npusim.cost.constants import drn_power_scale_w
 from npusim.cost.npu import arrays_in_use, npu_cost
 from npusim.data.datasets import load_dataset
-from npusim.devices.mixed import MixedPrecisionSynapses
-from npusim.devices.synapses import DeviceSynapses
-from npusim.devices.tikitaka import TikiTakaSynapses
+from npusim.edge.errors import EdgeError
+from npusim.edge.replay import (
+    ReplayBuffer,
+    buffer_capacity_bytes,
+    check_buffer_fits,
+    with_buffer_reads,
+)
 from npusim.edge.streams import Stream, make_stream
+from npusim.edge.wear import device_counts, lifetime_s, years
 from npusim.runtime.config import ConfigError, TrainConfig
 from npusim.runtime.io import RunError
 from npusim.runtime.ledger import Ledger
 from npusim.runtime.run_files import CHECKPOINT, load_checkpoint
 from npusim.runtime.train import Trainer, error_rate
 
-SECONDS_PER_YEAR = 3.15576e7  # Julian year (365.25 d), s
-# On-chip buffer that holds a replay buffer: ISAAC's tile has a 64 KB eDRAM buffer shared by its
-# 12 IMAs of 8 crossbars (96 arrays) (Shafiee et al., ISAAC, ISCA 2016, Table 6); a chip of
-# `array.tiles` arrays has one such buffer per 96 arrays.
-TILE_BUFFER_BYTES = 64 * 1024  # B
-ARRAYS_PER_BUFFER = 96
 LR_SCALE = 0.03  # learning rate on the stream / the run's: batch 1 instead of 16 (see README)
-LABEL_BYTES = 1  # a stored sample's label (one byte: up to 256 classes)
-
-
-class EdgeError(NpusimError, ValueError):
-    """On-device learning cannot run as asked; the message says what to change."""
 
 
 # ---- the run's chip ----------------------------------------------------------------------------
@@ -100,123 +91,6 @@ def stream_ledger(tr: Trainer) -> Ledger:
         led.device_resets_seen = int(syn.reset_pulses)
         led.device_events_seen = {k: int(v) for k, v in syn.periphery_events().items()}
     return led
-
-
-# ---- the replay buffer -------------------------------------------------------------------------
-def buffer_capacity_bytes(spec: ChipSpec) -> int:
-    """On-chip buffer (B) of ``spec``: 64 KiB per 96 arrays (ISAAC's tile), rounded up."""
-    return math.ceil(spec.array.tiles / ARRAYS_PER_BUFFER) * TILE_BUFFER_BYTES
-
-
-def check_buffer_fits(buffer: ReplayBuffer, spec: ChipSpec) -> None:
-    """Refuse a replay buffer larger than the chip's on-chip buffer."""
-    cap = buffer_capacity_bytes(spec)
-    if buffer.bytes > cap:
-        raise EdgeError(
-            f"--replay {len(buffer)}: the buffer needs {buffer.bytes} B of SRAM, the chip has "
-            f"{cap} B (64 KiB per 96 arrays); at most {cap // buffer.sample_bytes} samples"
-        )
-
-
-@dataclass
-class ReplayBuffer:
-    """``x``, ``y``: stored samples of the run's own training data, replayed in turn (one after
-    each stream sample). Each is stored as one ``word_bytes`` code per input (its DAC code)
-    and a label byte."""
-
-    x: Tensor
-    y: Tensor
-    word_bytes: int = 1
-    next_index: int = 0
-
-    @classmethod
-    def draw(cls, pool_x: Tensor, pool_y: Tensor, k: int, seed: int, word_bytes: int = 1):
-        """``k`` samples drawn without replacement from the pool, seeded."""
-        if not 0 < k <= len(pool_x):
-            raise EdgeError(
-                f"--replay {k}: the buffer holds 1 to {len(pool_x)} samples (the run's "
-                "training samples)"
-            )
-        g = torch.Generator().manual_seed(seed * 1_000_003 + 13)
-        idx = torch.randperm(len(pool_x), generator=g)[:k]
-        return cls(pool_x[idx], pool_y[idx], word_bytes)
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    @property
-    def sample_bytes(self) -> int:
-        """Bytes of one stored sample (B)."""
-        return (self.x.shape[1] + LABEL_BYTES) * self.word_bytes
-
-    @property
-    def bytes(self) -> int:
-        """SRAM the buffer needs (B)."""
-        return len(self) * self.sample_bytes
-
-    def next(self) -> tuple[Tensor, Tensor]:
-        """The next stored sample, as a batch of 1."""
-        i = self.next_index
-        self.next_index = (i + 1) % len(self)
-        return self.x[i : i + 1], self.y[i : i + 1]
-
-
-def with_buffer_reads(ledger: Ledger, replays: int, buffer: ReplayBuffer | None) -> Ledger:
-    """A copy of ``ledger`` in which the ``replays`` replayed samples were read from the on-chip
-    buffer: the ledger counted each sample's input as an off-chip fetch (``bytes_mem`` of the
-    free phase); for a replayed sample that fetch is an SRAM read of its stored bytes instead
-    (``bytes_tile``, label included)."""
-    out = Ledger.from_dict(ledger.to_dict())
-    if buffer is None or replays == 0:
-        return out
-    moved = replays * buffer.x.shape[1] * ledger.word_bytes
-    lay = out.layers[Phase.FREE]
-    if lay["bytes_mem"][0] < moved:
-        raise ValueError("the ledger counted fewer input fetches than replays")
-    lay["bytes_mem"][0] -= moved
-    lay["bytes_tile"][0] += replays * buffer.sample_bytes
-    return out
-
-
-# ---- device wear --------------------------------------------------------------------------------
-def device_counts(syn: Synapses | None) -> Tensor | None:
-    """Pulses each device has received (flat, int64), over every device array of the update
-    rule (both arrays of Tiki-Taka); None for exact synapses."""
-    if isinstance(syn, DeviceSynapses):
-        parts = [syn]
-    elif isinstance(syn, MixedPrecisionSynapses):
-        parts = [syn.devices]
-    elif isinstance(syn, TikiTakaSynapses):
-        parts = [syn.fast, syn.slow]
-    else:
-        return None
-    counts = [s.device_counts(i) for s in parts for i in range(len(s.rec))]
-    flat = [c.reshape(-1).to(torch.int64) for c in counts if c is not None]
-    return torch.cat(flat) if flat else None
-
-
-def lifetime_s(
-    before: Tensor, after: Tensor, updates: int, updates_per_s: float, endurance: float
-) -> tuple[float, float]:
-    """Seconds until devices reach their ``endurance`` (pulses) when updates continue at
-    ``updates_per_s`` with the pulses each device took in the last ``updates`` updates
-    (``after − before``): (the mean device, the first device to wear out). ``inf`` when no
-    device was pulsed or the endurance is unlimited."""
-    if math.isinf(endurance) or updates <= 0 or updates_per_s <= 0:
-        return math.inf, math.inf
-    taken = (after - before).double()
-    left = (endurance - after.double()).clamp_min(0.0)
-    per_s = taken / updates * updates_per_s  # pulses/s of each device
-    mean_rate = float(per_s.mean())
-    mean = float(left.mean()) / mean_rate if mean_rate > 0 else math.inf
-    hit = per_s > 0
-    first = float((left[hit] / per_s[hit]).min()) if bool(hit.any()) else math.inf
-    return mean, first
-
-
-def years(seconds: float) -> float | None:
-    """Seconds as years (None when unlimited)."""
-    return None if math.isinf(seconds) else seconds / SECONDS_PER_YEAR
 
 
 # ---- the stream ---------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from npusim.chip.spec import ChipSpec
 from npusim.core.errors import NpusimError
-from npusim.core.interfaces import Relaxation, Update
+from npusim.core.interfaces import ArrayShape, Relaxation, Update, dense_arrays
 
 
 class RelaxationDiverged(NpusimError, RuntimeError):
@@ -99,6 +99,11 @@ class LayeredNetwork(ABC):
     def read_gains(self, spec: ChipSpec) -> list[Tensor] | None:
         """Read-out gains to the ADC's normalised input; None: states are normalised already."""
         return None
+
+    @property
+    def arrays(self) -> list[ArrayShape]:
+        """One dense array per weight matrix (physical sizes), one block."""
+        return dense_arrays(self.sizes)
 
     @property
     def num_layers(self) -> int:

@@ -33,14 +33,50 @@ class Relaxation:
     sweeps: int
 
 
+@dataclass(frozen=True)
+class ArrayShape:
+    """How a network uses one crossbar array (one weight matrix), for counting its events.
+
+    ``rows × cols`` devices (a dense layer's ``n_in × n_out``; a convolution's unfolded patch
+    ``C_in·k·k`` × its ``C_out`` channels), read ``uses`` times per sample (a convolution's
+    output positions; 1 for a dense layer). ``in_units``/``out_units``: the units of the layers
+    it joins (its output layer's units are ``uses × cols``). ``fed_back``: also read backward
+    while relaxing (its input side is a free layer; false for a block's clamped input).
+    ``block``: the energy-based block it belongs to (0 for a single-block network).
+    ``ff_ops_in``: digital operations per sample of the feed-forward block that feeds this
+    array's input (pooling, normalisation; 0 when nothing digital sits before it).
+    """
+
+    rows: int
+    cols: int
+    uses: int
+    in_units: int
+    out_units: int
+    fed_back: bool
+    block: int = 0
+    ff_ops_in: int = 0
+
+
+def dense_arrays(sizes: list[int]) -> list[ArrayShape]:
+    """The arrays of a layered network with layer sizes ``sizes``: one dense array per pair of
+    neighbouring layers, one energy-based block, the input clamped."""
+    return [
+        ArrayShape(a, b, 1, a, b, fed_back=k >= 1)
+        for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False))
+    ]
+
+
 @dataclass
 class GradientEstimate:
     """A learning rule's estimate of ∂L/∂θ (order of ``Network.params()``) with the
-    relaxations that produced it, keyed by phase."""
+    relaxations that produced it, keyed by phase. ``blocks``: for a network of several
+    energy-based blocks (``ArrayShape.block``), each block's relaxations keyed by phase
+    (None: one block, whose relaxations are ``phases``)."""
 
     grads: list[Update]
     free: Relaxation
     phases: dict[Phase, Relaxation] = field(default_factory=dict)
+    blocks: list[dict[Phase, Relaxation]] | None = None
 
 
 @runtime_checkable
@@ -61,6 +97,11 @@ class Network(Protocol):
 
     @property
     def signed(self) -> list[bool]: ...
+
+    @property
+    def arrays(self) -> list[ArrayShape]:
+        """The crossbar arrays holding the weights, in the order of the 2-D ``params()``."""
+        ...
 
     def params(self) -> list[Tensor]: ...
 

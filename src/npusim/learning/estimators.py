@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from npusim.circuits.hybrid import HybridNetwork
 from npusim.core.interfaces import (
     Estimator,
     GradientEstimate,
@@ -25,6 +26,7 @@ from npusim.core.interfaces import (
     Update,
 )
 from npusim.core.phases import Phase
+from npusim.learning.chained import chained_eqprop
 
 VARIANTS = ("positive", "negative", "centered")
 
@@ -65,6 +67,11 @@ class EqProp:
             raise ValueError(f"beta must be a finite number > 0, got {self.beta}")
 
     def __call__(self, model: Network, x: Tensor, target: Tensor) -> GradientEstimate:
+        if isinstance(model, HybridNetwork):  # EqProp inside each block, backprop between
+            return chained_eqprop(
+                model, x, target, beta=self.beta, variant=self.variant, sweeps=self.sweeps,
+                free_sweeps=self.free_sweeps, tol=self.tol, read=self.read,
+            )  # fmt: skip
         free = model.relax(x, sweeps=self.free_sweeps or self.sweeps, tol=self.tol)
         phases = {Phase.FREE: free}
 

@@ -1,0 +1,157 @@
+"""An energy-based block: a deep Hopfield network over dense or convolutional couplings.
+
+Layers ``s_1 .. s_m`` are free, hard-sigmoid units in [0, 1]; ``s_0 = u`` is the block's
+clamped input (an image, or the previous block's output after the feed-forward block between
+them). Energy (normalised units), with couplings ``A_j`` (:mod:`npusim.circuits.couplings`)::
+
+    E(s; u) = Σ_j ½‖s_j‖² − Σ_j ⟨s_j, A_j(s_{j−1}) + b_j⟩   [+ β·C(s_m)]
+
+No coupling joins units of one layer, so layer ``j``'s exact minimiser given its neighbours is
+``clip(A_j(s_{j−1}) + b_j + A_{j+1}ᵀ(s_{j+1}), 0, 1)``; odd and even layers alternate
+(block-coordinate descent, exact per layer). A nudge acts on the last layer: towards a target,
+``C = ½‖s_m − t‖²`` (minimiser ``clip((d + βt)/(1 + β))``), or along an error signal ``δ``
+handed back by the next block, ``C = ⟨δ, s_m⟩`` (minimiser ``clip(d − βδ)``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from npusim.circuits.couplings import Coupling
+from npusim.circuits.layered import NudgeNotConvex, RelaxationDiverged
+from npusim.core.interfaces import Relaxation, Update
+
+
+def _per_sample(beta: float | Tensor, like: Tensor) -> float | Tensor:
+    """A per-sample β of shape (batch, 1) broadcast over ``like``'s (batch, …) shape."""
+    if isinstance(beta, Tensor):
+        return beta.to(like.dtype).view(-1, *[1] * (like.dim() - 1))
+    return beta
+
+
+class HopfieldBlock:
+    """Free layers joined by ``couplings`` (``couplings[0]`` reads the clamped input)."""
+
+    def __init__(self, couplings: list[Coupling]) -> None:
+        if not couplings:
+            raise ValueError("an energy-based block needs at least one weight layer")
+        for a, b in zip(couplings[:-1], couplings[1:], strict=False):
+            if a.out_shape != b.in_shape:
+                raise ValueError(f"layer shapes do not chain: {a.out_shape} then {b.in_shape}")
+        self.couplings = couplings
+
+    @property
+    def depth(self) -> int:
+        """Free layers m."""
+        return len(self.couplings)
+
+    def init_state(self, batch: int, dtype: torch.dtype) -> list[Tensor]:
+        return [torch.zeros(batch, *c.out_shape, dtype=dtype) for c in self.couplings]
+
+    def energy(
+        self,
+        u: Tensor,
+        state: list[Tensor],
+        beta: float | Tensor = 0.0,
+        target: Tensor | None = None,
+        delta: Tensor | None = None,
+    ) -> Tensor:
+        """Energy of each sample (batch,), the nudge ``β·C`` included."""
+        layers = [u, *state]
+        e = sum(0.5 * s.pow(2).flatten(1).sum(1) for s in state)
+        for j, c in enumerate(self.couplings):
+            e = e - (layers[j + 1] * c.drive(layers[j])).flatten(1).sum(1)
+        out = state[-1]
+        if target is not None:
+            cost = 0.5 * (out - target).pow(2).flatten(1).sum(1)
+        elif delta is not None:
+            cost = (out * delta).flatten(1).sum(1)
+        else:
+            return e
+        b = beta.view(-1) if isinstance(beta, Tensor) else beta
+        return e + b * cost
+
+    def relax(
+        self,
+        u: Tensor,
+        state: list[Tensor] | None = None,
+        *,
+        beta: float | Tensor = 0.0,
+        target: Tensor | None = None,
+        delta: Tensor | None = None,
+        sweeps: int = 15,
+        tol: float = 0.0,
+        drive: Tensor | None = None,
+    ) -> Relaxation:
+        """Exact block-coordinate relaxation (odd layers, then even, per sweep) from ``state``
+        (default all zeros), stopping after ``sweeps`` sweeps or once no unit moves by more
+        than ``tol``. A one-layer block is exact after one sweep. ``beta`` (a float, or one per
+        sample of shape (batch, 1)) nudges the last layer towards ``target`` or along
+        ``delta``; ``drive``: ``A_1(u) + b_1`` when the caller already has it."""
+        if sweeps < 1:
+            raise ValueError(f"sweeps must be >= 1, got {sweeps}")
+        nudged = isinstance(beta, Tensor) or beta != 0.0
+        if nudged and (target is None) == (delta is None):
+            raise ValueError("a nudged relaxation needs a target or an error signal (one)")
+        low = float(beta.min()) if isinstance(beta, Tensor) else beta
+        if target is not None and low <= -1.0:
+            raise NudgeNotConvex(f"beta={low:g}: the −β phase needs β < 1 (output curvature 1)")
+        m = self.depth
+        first = self.couplings[0].drive(u) if drive is None else drive
+        state = list(self.init_state(u.shape[0], first.dtype) if state is None else state)
+        b = _per_sample(beta, state[-1]) if nudged else 0.0
+        sweeps = 1 if m == 1 else sweeps
+        order = list(range(0, m, 2)) + list(range(1, m, 2))  # 0-based: layers 1, 3, … then 2, …
+        residual, done = math.inf, 0
+        for done in range(1, sweeps + 1):
+            check = tol > 0.0 or done == sweeps
+            old = list(state) if check else None
+            for j in order:
+                d = first if j == 0 else self.couplings[j].drive(state[j - 1])
+                if j + 1 < m:
+                    d = d + self.couplings[j + 1].adjoint(state[j + 1])
+                elif target is not None and nudged:
+                    d = (d + b * target) / (1.0 + b) if not math.isinf(low) else target.clone()
+                elif delta is not None and nudged:
+                    d = d - b * delta
+                state[j] = d.clamp(0.0, 1.0)
+            if check:
+                residual = (
+                    0.0
+                    if m == 1
+                    else max(
+                        float((s - o).detach().abs().max()) for s, o in zip(state, old, strict=True)
+                    )
+                )
+                if not all(bool(torch.isfinite(s).all()) for s in state):
+                    raise RelaxationDiverged(
+                        "relaxation diverged (NaN/inf in a block's state); lower the learning "
+                        "rate or check the parameters"
+                    )
+                if residual <= tol:
+                    break
+        return Relaxation(state=state, residual=residual, sweeps=done)
+
+    def grad_difference(
+        self, u: Tensor, a: list[Tensor], b: list[Tensor], scale: float
+    ) -> list[Update]:
+        """``scale · (∂E/∂θ(a) − ∂E/∂θ(b))`` averaged over the batch: the block's weights, then
+        its biases (``a``, ``b``: two equilibria of the same input ``u``)."""
+        c = -scale / u.shape[0]
+        weights: list[Update] = []
+        for j, cp in enumerate(self.couplings):
+            if j == 0:
+                g = cp.weight_grad(u, a[0] - b[0])
+            else:  # both equilibria's correlations, as one product of twice the batch
+                g = cp.weight_grad(torch.cat([a[j - 1], b[j - 1]]), torch.cat([a[j], -b[j]]))
+            weights.append(g.scaled(c) if not isinstance(g, Tensor) else g * c)
+        biases = [cp.bias_grad(p - q) * c for cp, p, q in zip(self.couplings, a, b, strict=True)]
+        return weights + biases
+
+    def input_grad_difference(self, a: list[Tensor], b: list[Tensor], scale: float) -> Tensor:
+        """``scale · (∂E/∂u(a) − ∂E/∂u(b))`` per sample: the error signal on the block's input
+        (``∂E/∂u = −A_1ᵀ(s_1)``)."""
+        return self.couplings[0].adjoint(a[0] - b[0]) * -scale

@@ -116,6 +116,8 @@ class Conv(Coupling):
             )
         self.in_shape, self.out_shape = (c, h, w), (int(channels), ho, wo)
         self.kernel, self.stride, self.padding = kernel, stride, padding
+        self._k: Tensor | None = None  # the kernel view of the crossbar, and its weights' key
+        self._kkey: tuple[int, int] | None = None
         # conv_transpose2d's extra rows/columns so that Aᵀ returns the input's full size
         self._extra = (
             h - ((ho - 1) * stride - 2 * padding + kernel),
@@ -136,7 +138,7 @@ class Conv(Coupling):
         if self.weight.requires_grad:  # differentiated through: never cached
             return self.weight.t().reshape(shape)
         key = (id(self.weight), self.weight._version)
-        if getattr(self, "_kkey", None) != key:
+        if self._k is None or self._kkey != key:
             self._k, self._kkey = self.weight.t().reshape(shape), key
         return self._k
 

@@ -1,6 +1,7 @@
 """Networks by name: a new energy-based network is one file plus one entry in :data:`NETWORKS`.
 
-A factory takes the layer sizes ``[inputs, hidden…, outputs]`` (logical: as the user gives them),
+A factory takes the layer sizes ``[inputs, hidden…, outputs]`` (logical: as the user gives them;
+a hybrid network takes its layers from ``NetworkOptions.arch`` and only its outputs from them),
 the initialisation seed and the run's network options, and returns a
 :class:`npusim.core.interfaces.Network`; options a network does not use are ignored.
 """
@@ -11,16 +12,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from npusim.circuits.hopfield import DeepHopfield
+from npusim.circuits.hybrid import HybridNetwork
 from npusim.circuits.resistive import DeepResistive
 from npusim.core.interfaces import Network
 
 
 @dataclass(frozen=True)
 class NetworkOptions:
-    """Options of the built-in networks: the DRN's input gain (V per unit input) and diodes."""
+    """Options of the built-in networks: the DRN's input gain (V per unit input) and diodes;
+    a hybrid network's architecture (:mod:`npusim.circuits.arch`; None: one dense block of the
+    given sizes) and input image shape ``(C, H, W)`` (None: ``(1, 1, inputs)``)."""
 
     input_gain: float = 480.0
     diode: str = "ideal"
+    arch: str | None = None
+    image: tuple[int, int, int] | None = None
+
+
+def _hybrid(sizes: list[int], seed: int, opt: NetworkOptions) -> HybridNetwork:
+    arch = opt.arch or "-".join(f"fc{n}" for n in sizes[1:])
+    return HybridNetwork(arch, opt.image or (1, 1, sizes[0]), sizes[-1], seed=seed)
 
 
 NetworkFactory = Callable[[list[int], int, NetworkOptions], Network]
@@ -30,6 +41,7 @@ NETWORKS: dict[str, NetworkFactory] = {
     "drn": lambda sizes, seed, opt: DeepResistive(
         sizes, input_gain=opt.input_gain, seed=seed, diode=opt.diode
     ),
+    "hybrid": _hybrid,
 }
 
 

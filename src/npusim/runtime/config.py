@@ -12,6 +12,7 @@ import math
 from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
+from npusim.circuits.arch import PRESETS, ArchError, parse_arch
 from npusim.core.errors import NpusimError
 from npusim.data.datasets import DATASETS
 from npusim.devices.coincidence import DEFAULT_PULSE_TRAIN
@@ -26,6 +27,14 @@ MODEL_DEFAULTS: dict[str, dict] = {
         "batch_size": 16,
         "lrs": [0.1, 0.05],
         "epochs": 30,
+        "lr_decay": 0.92,
+    },
+    "hybrid": {
+        "beta": 0.2,
+        "sweeps": 15,
+        "batch_size": 16,
+        "lrs": [0.05, 0.05],
+        "epochs": 20,
         "lr_decay": 0.92,
     },
     "drn": {
@@ -109,6 +118,13 @@ class TrainConfig:
         default_text="all",
     )
     model: str = option("dhn", kind=str, choices=MODELS, help="network")
+    arch: str = option(
+        "mnist-conv",
+        kind=str,
+        help="hybrid network's layers (--model hybrid): a preset (" + ", ".join(PRESETS) + ") or "
+        "e.g. conv32k5-pool|conv64k5-pool|fc10 (weight layers joined by - settle together as "
+        "one energy-based block; pool or | starts the next block)",
+    )
     hidden: list[int] = option(
         kind="ints",
         factory=lambda: [1024],
@@ -201,7 +217,7 @@ class TrainConfig:
         for key in ("beta", "sweeps", "batch_size", "epochs", "lr_decay"):
             if getattr(out, key) is None:
                 setattr(out, key, d[key])
-        n = len(out.hidden) + 1
+        n = out.weight_layers
         if out.lrs is None:
             base = d["lrs"]
             out.lrs = [base[0]] * (n - 1) + [base[-1]]
@@ -229,7 +245,7 @@ class TrainConfig:
             "classes",
             "give each class once",
         )
-        n = len(self.hidden) + 1
+        n = self.weight_layers
         need(
             self.lrs is not None and len(self.lrs) == n,
             "lrs",
@@ -245,6 +261,13 @@ class TrainConfig:
                 "algorithm",
                 "backprop has no in-array update; use eqprop or contrastive",
             )
+        if self.model == "hybrid":
+            need(
+                self.algorithm in ("eqprop", "backprop"),
+                "algorithm",
+                "a hybrid network trains by eqprop (chained BP-EP) or backprop",
+            )
+            need(self.outer_product == "digital", "outer_product", "digital only for hybrid")
         sizes = [MAX_INPUTS, *self.hidden, 10]
         params = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
         need(
@@ -252,8 +275,18 @@ class TrainConfig:
             "hidden",
             f"at most {MAX_PARAMS:.0e} weights in all (these sizes need {params:.3g})",
         )
-        if self.model == "dhn" and self.algorithm == "eqprop":
+        if self.model in ("dhn", "hybrid") and self.algorithm == "eqprop":
             need(self.beta < 1.0, "beta", "allowed (0, 1) for the DHN (output curvature is 1)")
+
+    @property
+    def weight_layers(self) -> int:
+        """Weight layers of the network (one learning rate each)."""
+        if self.model != "hybrid":
+            return len(self.hidden) + 1
+        try:
+            return sum(len(layers) for _, layers in parse_arch(self.arch))
+        except ArchError as e:
+            raise ConfigError(f"{describe('arch')}: {e}") from None
 
     @property
     def inference_sweeps(self) -> int:

@@ -15,6 +15,7 @@ from torch import Tensor
 from npusim.chip import ChipSpec, load_chip
 from npusim.chip.capacity import check_fits
 from npusim.circuits import NetworkOptions, make_network
+from npusim.circuits.hybrid import HybridNetwork
 from npusim.core.interfaces import GradientEstimate, Network, Synapses
 from npusim.data.datasets import Dataset, class_subset, load_dataset, one_hot
 from npusim.devices import make_synapses
@@ -32,11 +33,17 @@ CONVERGE_TOL = 1e-3  # a relaxation whose last sweep moves a unit by more than t
 # units, or V for the DRN) has not converged: counted per epoch and warned about
 
 
-def build_model(cfg: TrainConfig, num_features: int, num_classes: int) -> Network:
+def build_model(
+    cfg: TrainConfig,
+    num_features: int,
+    num_classes: int,
+    image: tuple[int, int, int] | None = None,
+) -> Network:
     """The network a configuration describes (by name from ``npusim.circuits.NETWORKS``),
-    initialised from ``cfg.seed``."""
+    initialised from ``cfg.seed``; ``image``: the inputs' ``(C, H, W)`` (a hybrid network's
+    convolutions need it)."""
     sizes = [num_features, *cfg.hidden, num_classes]
-    options = NetworkOptions(input_gain=cfg.input_gain, diode=cfg.diode)
+    options = NetworkOptions(cfg.input_gain, cfg.diode, cfg.arch, image)
     return make_network(cfg.model, sizes, cfg.seed, options)
 
 
@@ -129,7 +136,14 @@ class Trainer:
         if self.cfg.classes is not None:  # a class subset; one output per class remains
             self.data = class_subset(self.data, self.cfg.classes)
         torch.manual_seed(self.cfg.seed)
-        self.model = build_model(self.cfg, self.data.num_features, self.data.num_classes)
+        shape = self.data.image_shape
+        image = shape if len(shape) == 3 else (1, *shape)
+        self.model = build_model(
+            self.cfg,
+            self.data.num_features,
+            self.data.num_classes,
+            image,  # type: ignore[arg-type]
+        )
         self.estimator = make_estimator(
             self.cfg.algorithm,
             beta=self.cfg.beta,
@@ -183,6 +197,8 @@ class Trainer:
         """Read inputs, equilibria and outputs through ``periphery`` (None: exactly)."""
         self.periphery = periphery
         self.estimator.read = None if periphery is None else periphery.read
+        if isinstance(self.model, HybridNetwork):  # activations moved between its blocks
+            self.model.read = self.estimator.read
 
     # ---- one step, one epoch ----------------------------------------------------------------
     def apply(self, deltas: list) -> None:

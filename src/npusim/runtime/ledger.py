@@ -1,41 +1,57 @@
-"""Ledger: closed-form counts of the events a layered analog network spends while it learns.
+"""Ledger: closed-form counts of the events an analog network spends while it learns.
 
-Counting model (one *relaxation* = one sample settling once; ``sizes = [n_0, …, n_L]`` physical):
+Counting model (one *relaxation* = one sample settling once, ``b`` samples, ``s`` sweeps). The
+network is a list of crossbar arrays (:class:`~npusim.core.interfaces.ArrayShape`: ``rows ×
+cols`` devices read ``uses`` times per sample, joining layers of ``in_units`` and ``out_units``,
+``fed_back`` when also read backward, in energy-based ``block``); a layered network of sizes
+``[n_0, …, n_L]`` has array ``k`` = ``n_k × n_{k+1}``, used once, fed back for ``k ≥ 1``, all in
+block 0 (:func:`~npusim.core.interfaces.dense_arrays`). A block relaxes on its own
+(``relax(block=k)``); "the last array of its block" is, for one block, array ``L−1``, and a
+block's input array (not ``fed_back``) is, for one block, array 0. Per array and relaxation:
 
-* analog MACs (array reads), per sweep and sample: array ``k`` (``W_k``, ``n_k × n_{k+1}``) is
-  read forward (drives layer ``k+1``) and, for ``k ≥ 1``, backward (feeds layer ``k``; the input
-  layer is clamped so ``W_0`` is never read backward). The analog array computes continuously; a
-  sweep stands for one settling step of every layer.
-* node-sweeps: ``n_{k+1}`` neurons (amplifiers) of layer ``k+1`` settle once per sweep.
-* DAC conversions: the ``n_0`` inputs once per relaxation; the ``n_L`` output nudges once per
-  nudged relaxation. With ``convert_every_sweep`` every free layer is also re-driven each sweep.
-* ADC conversions: training phases read every free layer once at equilibrium (EqProp needs both
-  equilibria); inference reads only the output layer. ``convert_every_sweep`` reads every free
-  layer each sweep instead.
-* device reads: every read-out (the relaxation's equilibrium sampled for the ADCs: once per
-  relaxation, or every sweep with ``convert_every_sweep``) holds the whole network at its
-  equilibrium for one read integration, so every cell of every array conducts once
-  (``n_k·n_{k+1}`` per array and sample), inference included.
-* digital ops (8-bit integer operations of the periphery, on ADC codes): argmax (``n_L``,
-  inference), one activation per converted node when ``convert_every_sweep``; at an update,
-  EqProp's outer products (2 MACs per weight or bias per sample: one per phase, 8-bit codes
-  into wide accumulators).
+* analog MACs: ``b·s·(2 if fed_back else 1)·uses·rows·cols`` (read forward, and backward when
+  its input side is a free layer; the analog array computes continuously, a sweep stands for
+  one settling step of every layer).
+* node-sweeps: ``b·s·out_units`` (the amplifiers of its output layer settle once per sweep).
+* DAC conversions: ``b·in_units`` on a block's input array (its clamped input, once per
+  relaxation); ``b·out_units`` on the last array of its block in a nudged phase (the nudges).
+  With ``convert_every_sweep`` every output layer is also re-driven each sweep
+  (``b·s·out_units``).
+* ADC conversions: training phases read every output layer once at equilibrium
+  (``b·out_units``; EqProp needs both equilibria); inference reads only the last layer of each
+  block (activations moved between blocks go through converters; one block: the output).
+  ``convert_every_sweep`` reads every output layer each sweep instead (``b·s·out_units``).
+* device reads: ``readouts·uses·rows·cols``, ``readouts`` = ``b`` (or ``b·s`` with
+  ``convert_every_sweep``): every read-out holds the network at its equilibrium for one read
+  integration, so every cell of every array conducts once per use, inference included.
+* digital ops (8-bit integer operations of the periphery, on ADC codes): argmax
+  (``b·out_units`` on the network's last array, inference), one activation per converted
+  node when ``convert_every_sweep`` (``b·s·out_units``), the feed-forward block before a
+  block's input array (``b·ff_ops_in``, recomputed or back-propagated once per phase); at an
+  update, the outer products summed over uses, ``2·b·uses·rows·cols + 2·b·cols`` (2 MACs per
+  weight and use or bias per sample: one per phase, 8-bit codes into wide accumulators; a
+  dense array: ``2·b·params``).
 * fp32 ops (real-valued arithmetic of the periphery): the output error and nudge of a nudged
-  phase (``y − t`` and ``× β``: 2 per output); at an update one scale-and-quantise per
-  parameter per batch (the accumulated sum × lr/β, rounded to a pulse count). Parameters =
-  weights ``n_k·n_{k+1}`` + biases ``n_{k+1}``.
+  phase (``y − t`` and ``× β``: ``2·b·out_units`` on the last array of the nudged block); at an
+  update one scale-and-quantise per parameter per batch (the accumulated sum × lr/β, rounded
+  to a pulse count). Parameters per array = weights ``rows·cols`` + biases ``cols``.
 * bytes: every converted value (``word_bytes`` each) travels between an array and its tile
   buffer (``bytes_tile``); inputs are fetched from off-chip memory once per sample
-  (``bytes_mem``, free and inference phases); an update reads both phases' stored states.
+  (``bytes_mem`` = ``b·in_units`` on the first array of block 0, free and inference phases); an
+  update reads both phases' stored states (``2·b·(in_units + out_units)``).
+* per phase: ``samples`` (``b`` per free or inference relaxation of block 0, so a forward
+  pass through several blocks counts its samples once), ``relaxations`` (``b``) and
+  ``sweeps`` (``b·s``) per call.
 * in-array updates (``update_mode="coincidence"``, :mod:`npusim.runtime.inarray`): the array
   forms the update itself from pulse trains (Gokmen & Vlasov, Front. Neurosci. 10:333, 2016),
-  so training phases convert only the free phase's output layer (the loss and the nudge need
-  it; the equilibria are held, not converted) and an update counts no outer-product MACs, no
-  scale-and-quantise and no bytes. It counts, per array, what the trainer reports:
-  ``pulse_slots`` (line-slots driven), ``coincidences``, ``sample_hold`` (held values),
-  ``slot_cycles`` (the trains' duration in pulse widths), the device pulses, one 8-bit
+  so training phases convert only the free phase's last layer of each block (the loss and the
+  nudge need it; the equilibria are held, not converted) and an update counts no
+  outer-product MACs, no scale-and-quantise and no bytes. It counts, per array, what the
+  trainer reports: ``pulse_slots`` (line-slots driven), ``coincidences``, ``sample_hold`` (held
+  values), ``slot_cycles`` (the trains' duration in pulse widths), the device pulses, one 8-bit
   increment per coincidence on a bias row (``digital_ops``: biases are periphery registers)
-  and 4 fp32 operations per train and sample (the trains' gains from two held peaks).
+  and 4 fp32 operations per train and sample (the trains' gains from two held peaks; a
+  fed-back array's update is two trains, + its bias row's train).
 * programming pulses: as reported by the device layer; when it reports 0 (ideal / unknown
   device) one pulse-equivalent per parameter written per update is counted. ``reset_pulses``
   is the part of them that are abrupt RESETs (one-sided devices re-programmed on refresh),
@@ -46,93 +62,56 @@ Counting model (one *relaxation* = one sample settling once; ``sizes = [n_0, …
   added to the update phase's counters of the same names, spread over the arrays like
   pulses, so the cost model prices it with the chip's constants.
 
-Per-layer lists are indexed by array ``k`` (its weights and its output layer ``k+1``; the input
-DACs belong to array 0). Counts are Python ints (exact on resume); times are seconds, powers W.
+Per-array lists are indexed by array ``k`` (its weights and its output layer). Counts are
+Python ints (exact on resume); times are seconds, powers W. The saved form and the counter
+names live in :mod:`npusim.runtime.ledger_io`.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor
 
-from npusim.core.errors import NpusimError
-from npusim.core.interfaces import GradientEstimate, Network, Synapses
+from npusim.core.interfaces import ArrayShape, GradientEstimate, Network, Synapses, dense_arrays
 from npusim.core.phases import PHASES, Phase
-
-LAYER_COUNTERS: tuple[str, ...] = (
-    "macs",
-    "node_sweeps",
-    "dac",
-    "adc",
-    "pulses",
-    "reset_pulses",
-    "params_written",
-    "device_reads",
-    "digital_ops",
-    "fp32_ops",
-    "bytes_tile",
-    "bytes_mem",
-    "pulse_slots",
-    "coincidences",
-    "sample_hold",
-    "slot_cycles",
+from npusim.runtime.ledger_io import (
+    LAYER_COUNTERS,
+    PHASE_COUNTERS,
+    PHASE_FLOATS,
+    RULE_COUNTERS,
+    UPDATE_MODES,
+    LedgerError,
+    ledger_dict,
+    ledger_fields,
+    zeros,
 )
-PHASE_COUNTERS: tuple[str, ...] = ("samples", "relaxations", "sweeps", "updates", "power_measured")
-PHASE_FLOATS: tuple[str, ...] = ("settle_s", "power_w_samples")
-UPDATE_MODES: tuple[str, ...] = ("digital", "coincidence")  # where an update is formed
+
+__all__ = [
+    "LAYER_COUNTERS",
+    "PHASE_COUNTERS",
+    "PHASE_FLOATS",
+    "RULE_COUNTERS",
+    "UPDATE_MODES",
+    "Ledger",
+    "LedgerError",
+    "as_arrays",
+]
+
+Shapes = Sequence[int] | Sequence[ArrayShape]  # layer sizes of a layered network, or its arrays
 
 
-class LedgerError(NpusimError, ValueError):
-    """A saved ledger is malformed; the message names the entry."""
-
-
-# scalar settings of a saved ledger: key -> (kind, default)
-_SCALARS: dict[str, tuple[str, object]] = {
-    "word_bytes": ("count", 1),
-    "convert_every_sweep": ("bool", False),
-    "update_mode": ("str", "digital"),
-    "power_scale_w": ("number?", None),
-    "power_samples": ("count", 16),
-    "power_every": ("count", 100),
-    "device_pulses_seen": ("count", 0),
-    "device_resets_seen": ("count", 0),
-}
-RULE_COUNTERS: tuple[str, ...] = (
-    "dac", "adc", "device_reads", "digital_ops", "fp32_ops", "bytes_tile",
-)  # fmt: skip  # update-rule events a synapse model may report
-
-
-def _is_count(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _check_scalar(key: str, v: object, kind: str) -> object:
-    if kind == "count" and _is_count(v):
-        return int(v)
-    if kind == "bool" and isinstance(v, bool):
-        return v
-    if kind == "str" and isinstance(v, str):
-        return v
-    if kind == "number?" and (v is None or (_is_number(v) and math.isfinite(v) and v >= 0)):
-        return None if v is None else float(v)
-    want = {
-        "count": "a non-negative integer",
-        "bool": "true or false",
-        "str": "a string",
-        "number?": "null or a non-negative finite number",
-    }[kind]
-    raise LedgerError(f"{key}: expected {want}, got {v!r}")
-
-
-def _zeros(n: int) -> list[int]:
-    return [0] * n
+def as_arrays(shapes: Shapes) -> list[ArrayShape]:
+    """A network's arrays from its arrays, or from a layered network's layer sizes (>= 2
+    positive ints; else a ValueError)."""
+    given = list(shapes)
+    if given and all(isinstance(a, ArrayShape) for a in given):
+        return given  # type: ignore[return-value]
+    if len(given) < 2 or any(isinstance(n, ArrayShape) or int(n) < 1 for n in given):
+        raise ValueError(f"sizes must be >= 2 positive layer sizes, got {given}")
+    return dense_arrays([int(n) for n in given])  # type: ignore[arg-type]
 
 
 def _per_array(count: int | list[int], params: list[int], measured: bool) -> list[int]:
@@ -150,10 +129,19 @@ def _per_array(count: int | list[int], params: list[int], measured: bool) -> lis
     return list(params)
 
 
+def _last_of_block(arrays: list[ArrayShape]) -> list[bool]:
+    """Per array: is it the last array of its block."""
+    last = {a.block: k for k, a in enumerate(arrays)}
+    return [last[a.block] == k for k, a in enumerate(arrays)]
+
+
 @dataclass
 class Ledger:
     """Event counts per phase and per array; see the module docstring for the counting model.
 
+    ``arrays``: the network's crossbar arrays (set on first use); ``sizes``: its physical layer
+    sizes (a layered network's; for other networks the input units and each array's
+    ``out_units``), ``logical_sizes`` the sizes a user gave.
     ``settle_s`` holds settle time (s) reported by a simulation (0 if none: the cost model then
     uses sweeps × its time per sweep); ``power_w_samples`` is Σ of the circuit's steady-state
     dissipated power (W) over the ``power_measured`` relaxed samples whose power was evaluated;
@@ -176,22 +164,40 @@ class Ledger:
     device_events_seen: dict[str, int] = field(default_factory=dict)
     sizes: list[int] = field(default_factory=list)
     logical_sizes: list[int] = field(default_factory=list)
+    arrays: list[ArrayShape] = field(default_factory=list)
     layers: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     phases: dict[str, dict[str, float]] = field(default_factory=dict)
 
     # ---- internals ------------------------------------------------------------------------
-    def _check(self, phase: str, sizes: list[int]) -> tuple[dict, dict]:
+    def array_shapes(self) -> list[ArrayShape]:
+        """The network's arrays: ``arrays``, or those of a layered network of ``sizes`` (a
+        ledger given only its sizes); empty before anything was counted."""
+        if self.arrays:
+            return list(self.arrays)
+        return dense_arrays(self.sizes) if len(self.sizes) >= 2 else []
+
+    def _use(self, shapes: Shapes) -> None:
+        """Record the network on first use; a different one is a ValueError."""
+        arrays = as_arrays(shapes)
+        if isinstance(shapes[0], ArrayShape):
+            sizes = [arrays[0].in_units] + [a.out_units for a in arrays]
+            what, mine = f"arrays {arrays}", f"{self.array_shapes()}"
+        else:
+            sizes = [int(n) for n in shapes]  # type: ignore[arg-type]
+            what, mine = f"sizes {sizes}", f"{self.sizes}"
+        if not self.arrays:
+            self.arrays = self.array_shapes() or arrays
+        if arrays != self.arrays:
+            raise ValueError(f"{what} differ from the ledger's network {mine}")
+        if not self.sizes:
+            self.sizes = sizes
+
+    def _check(self, phase: str, shapes: Shapes) -> tuple[dict, dict]:
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
-        if len(sizes) < 2 or any(int(n) < 1 for n in sizes):
-            raise ValueError(f"sizes must be >= 2 positive layer sizes, got {sizes}")
-        sizes = [int(n) for n in sizes]
-        if not self.sizes:
-            self.sizes = list(sizes)
-        elif sizes != self.sizes:
-            raise ValueError(f"sizes {sizes} differ from the ledger's network {self.sizes}")
-        nl = len(sizes) - 1
-        lay = self.layers.setdefault(phase, {c: _zeros(nl) for c in LAYER_COUNTERS})
+        self._use(shapes)
+        nl = len(self.arrays)
+        lay = self.layers.setdefault(phase, {c: zeros(nl) for c in LAYER_COUNTERS})
         ph = self.phases.setdefault(phase, {c: 0 for c in PHASE_COUNTERS + PHASE_FLOATS})
         for c in PHASE_FLOATS:
             ph[c] = float(ph[c])
@@ -201,50 +207,62 @@ class Ledger:
     def relax(
         self,
         phase: str,
-        sizes: list[int],
+        sizes_or_arrays: Shapes,
         batch: int,
         sweeps: int,
         settle_s: float | None = None,
+        *,
+        block: int | None = None,
     ) -> None:
         """Count ``batch`` samples relaxing for ``sweeps`` sweeps in ``phase``.
 
-        ``settle_s``: simulated settle time per sample (s), if the caller knows it.
+        ``sizes_or_arrays``: a layered network's layer sizes or the network's arrays.
+        ``settle_s``: simulated settle time per sample (s), if the caller knows it. ``block``:
+        count only the arrays of that energy-based block (it relaxes on its own); None: all.
         """
         if phase == "update":
             raise ValueError("use Ledger.update for the update phase")
-        lay, ph = self._check(phase, sizes)
-        b, s, n = int(batch), int(sweeps), self.sizes
-        nl = len(n) - 1
-        wb = self.word_bytes
-        nudged = phase.startswith("nudged")
+        lay, ph = self._check(phase, sizes_or_arrays)
+        arrays = self.arrays
+        blocks = sorted({a.block for a in arrays})
+        if block is not None and block not in blocks:
+            raise ValueError(f"block {block} is not one of the network's blocks {blocks}")
+        b, s, wb = int(batch), int(sweeps), self.word_bytes
+        nudged, inference = phase.startswith("nudged"), phase == "inference"
+        coincide = self.update_mode == "coincidence" and not inference
+        last = _last_of_block(arrays)
+        out_k = max(k for k, a in enumerate(arrays) if a.block == blocks[-1])  # argmax
         readouts = b * s if self.convert_every_sweep else b
-        for k in range(nl):
-            reads = 2 if k >= 1 else 1
-            lay["macs"][k] += b * s * reads * n[k] * n[k + 1]
-            lay["device_reads"][k] += readouts * n[k] * n[k + 1]
-            lay["node_sweeps"][k] += b * s * n[k + 1]
+        for k, a in enumerate(arrays):
+            if block is not None and a.block != block:
+                continue
+            cells = a.uses * a.rows * a.cols
+            lay["macs"][k] += b * s * (2 if a.fed_back else 1) * cells
+            lay["device_reads"][k] += readouts * cells
+            lay["node_sweeps"][k] += b * s * a.out_units
             if self.convert_every_sweep:
-                adc = dac = b * s * n[k + 1]
-                lay["digital_ops"][k] += b * s * n[k + 1]
+                adc = dac = b * s * a.out_units
+                lay["digital_ops"][k] += b * s * a.out_units
             else:
-                last = k == nl - 1
-                adc = b * n[k + 1] if (phase != "inference" or last) else 0
-                if self.update_mode == "coincidence" and phase != "inference":
-                    adc = b * n[k + 1] if (phase == "free" and last) else 0  # held, not read
+                adc = b * a.out_units if (not inference or last[k]) else 0
+                if coincide:
+                    adc = b * a.out_units if (phase == "free" and last[k]) else 0  # held
                 dac = 0
-            if k == 0:
-                dac += b * n[0]
-            if nudged and k == nl - 1:
-                dac += b * n[-1]
-                lay["fp32_ops"][k] += 2 * b * n[-1]
-            if phase == "inference" and k == nl - 1:
-                lay["digital_ops"][k] += b * n[-1]
+            if not a.fed_back:  # the block's clamped input, and the digital block before it
+                dac += b * a.in_units
+                lay["digital_ops"][k] += b * a.ff_ops_in
+            if nudged and last[k]:
+                dac += b * a.out_units
+                lay["fp32_ops"][k] += 2 * b * a.out_units
+            if inference and k == out_k:
+                lay["digital_ops"][k] += b * a.out_units
             lay["adc"][k] += adc
             lay["dac"][k] += dac
             lay["bytes_tile"][k] += (adc + dac) * wb
-        if phase in ("free", "inference"):
+        if phase in ("free", "inference") and block in (None, blocks[0]):
+            first = min(k for k, a in enumerate(arrays) if a.block == blocks[0])
             ph["samples"] += b
-            lay["bytes_mem"][0] += b * n[0] * wb
+            lay["bytes_mem"][first] += b * arrays[first].in_units * wb
         ph["relaxations"] += b
         ph["sweeps"] += b * s
         if settle_s is not None:
@@ -252,7 +270,7 @@ class Ledger:
 
     def update(
         self,
-        sizes: list[int],
+        sizes_or_arrays: Shapes,
         batch: int,
         pulses: int | list[int] = 0,
         measured: bool = False,
@@ -262,6 +280,7 @@ class Ledger:
     ) -> None:
         """Count one parameter update computed from ``batch`` samples' two equilibria.
 
+        ``sizes_or_arrays``: a layered network's layer sizes or the network's arrays.
         ``pulses``: programming pulses from the device layer (total, or one count per array);
         0 means ideal/unknown and counts one pulse-equivalent per parameter written, unless
         ``measured`` (a device model really fired no pulse). ``reset_pulses``: how many of
@@ -272,24 +291,23 @@ class Ledger:
         (``pulse_slots``, ``coincidences``, ``bias_coincidences``, ``slot_cycles``,
         ``sample_hold``; :mod:`npusim.runtime.inarray`); it replaces the digital outer product.
         """
-        lay, ph = self._check("update", sizes)
-        b, n = int(batch), self.sizes
-        nl = len(n) - 1
-        params = [n[k] * n[k + 1] + n[k + 1] for k in range(nl)]
+        lay, ph = self._check("update", sizes_or_arrays)
+        b, arrays = int(batch), self.arrays
+        params = [a.rows * a.cols + a.cols for a in arrays]
         per = _per_array(pulses, params, measured)
         resets = _per_array(reset_pulses, params, True)
         if self.update_mode not in UPDATE_MODES:
             raise ValueError(f"update_mode must be one of {UPDATE_MODES}, got {self.update_mode!r}")
-        for k in range(nl):
+        for k, a in enumerate(arrays):
             if in_array is None:
-                lay["digital_ops"][k] += params[k] * 2 * b
+                lay["digital_ops"][k] += 2 * b * a.uses * a.rows * a.cols + 2 * b * a.cols
                 lay["fp32_ops"][k] += params[k]
-                lay["bytes_tile"][k] += 2 * b * (n[k] + n[k + 1]) * self.word_bytes
+                lay["bytes_tile"][k] += 2 * b * (a.in_units + a.out_units) * self.word_bytes
             else:
                 for name in ("pulse_slots", "coincidences", "slot_cycles", "sample_hold"):
                     lay[name][k] += int(in_array[name][k])
                 lay["digital_ops"][k] += int(in_array["bias_coincidences"][k])
-                trains = 2 if k else 1  # a hidden array's update is two trains (see inarray)
+                trains = 2 if a.fed_back else 1  # a fed-back array's update is two trains
                 lay["fp32_ops"][k] += 4 * b * (trains + 1)  # + its bias row's train
             lay["pulses"][k] += per[k]
             lay["reset_pulses"][k] += resets[k]
@@ -312,41 +330,51 @@ class Ledger:
         rule_events: dict[str, int] | None = None,
         in_array: dict[str, list[int]] | None = None,
     ) -> None:
-        """Count one training step from a gradient estimate's relaxations (``est.phases``) and
-        the update that followed.
+        """Count one training step from a gradient estimate's relaxations and the update that
+        followed: ``est.phases`` on every array, or with ``est.blocks`` each block's phases on
+        that block's arrays (``model.arrays``).
 
-        ``x``: the batch's inputs, to record the circuit power of networks that have one
-        (``dissipated_power`` not None) when ``power_scale_w`` is set. ``synapses``: the device
-        model, whose cumulative ``total_pulses`` and ``reset_pulses`` count the pulses fired
-        (None: ideal, one pulse-equivalent per parameter written). ``rule_events``: the update
-        rule's cumulative extra events (``Synapses.periphery_events()``), whose growth since
-        the last step is counted in the update phase. ``in_array``: the events of an update
-        formed in the array (:meth:`update`); without device synapses its ``pulses`` are the
-        pulses fired.
+        ``x``: the batch's inputs, to record the circuit power of single-block networks that
+        have one (``dissipated_power`` not None) when ``power_scale_w`` is set. ``synapses``:
+        the device model, whose cumulative ``total_pulses`` and ``reset_pulses`` count the
+        pulses fired (None: ideal, one pulse-equivalent per parameter written).
+        ``rule_events``: the update rule's cumulative extra events
+        (``Synapses.periphery_events()``), whose growth since the last step is counted in the
+        update phase. ``in_array``: the events of an update formed in the array
+        (:meth:`update`); without device synapses its ``pulses`` are the pulses fired.
         """
-        sizes = list(model.sizes)
+        arrays = list(model.arrays)
         if not self.logical_sizes:
             self.logical_sizes = list(model.logical_sizes)
         phases = list(est.phases.items())
-        for phase, rel in phases:
-            self.relax(phase, sizes, batch, rel.sweeps)
+        if est.blocks is None:
+            for phase, rel in phases:
+                self.relax(phase, arrays, batch, rel.sweeps)
+        else:
+            for k, block_phases in enumerate(est.blocks):
+                for phase, rel in block_phases.items():
+                    self.relax(phase, arrays, batch, rel.sweeps, block=k)
         measure = (
-            x is not None
+            est.blocks is None
+            and x is not None
             and self.power_scale_w is not None
             and self.count("updates", Phase.UPDATE) % max(self.power_every, 1) == 0
         )
         if measure:  # all phases in one call: one pass over the weights
+            assert x is not None and self.power_scale_w is not None
             m = min(batch, self.power_samples)
             xs = torch.cat([x[:m]] * len(phases))
             states = [
-                torch.cat([rel.state[i][:m] for _, rel in phases]) for i in range(len(sizes) - 1)
+                torch.cat([rel.state[i][:m] for _, rel in phases])
+                for i in range(len(model.sizes) - 1)
             ]
             power = model.dissipated_power(xs, states)
             if power is not None:
                 p = power.reshape(len(phases), m).sum(1).tolist()
                 for (phase, _), p_sum in zip(phases, p, strict=True):
                     self.add_circuit_power(phase, p_sum * self.power_scale_w, samples=m)
-        pulses = resets = 0
+        pulses: int | list[int] = 0
+        resets = 0
         events: dict[str, int] = {}
         for name, total in (rule_events or {}).items():
             events[name] = max(int(total) - self.device_events_seen.get(name, 0), 0)
@@ -360,7 +388,7 @@ class Ledger:
         if in_array is not None and synapses is None:
             pulses, measured = list(in_array["pulses"]), True
         self.update(
-            sizes, batch, pulses, measured=measured, reset_pulses=resets,
+            arrays, batch, pulses, measured=measured, reset_pulses=resets,
             rule_events=events, in_array=in_array,
         )  # fmt: skip
 
@@ -419,107 +447,35 @@ class Ledger:
     # ---- combination and persistence -------------------------------------------------------
     def merge(self, other: Ledger) -> Ledger:
         """Add ``other``'s counts into this ledger (same network); returns ``self``."""
-        if other.sizes and self.sizes and other.sizes != self.sizes:
+        mine, theirs = self.array_shapes(), other.array_shapes()
+        if mine and theirs and mine != theirs:
             raise ValueError(f"cannot merge ledgers of networks {self.sizes} and {other.sizes}")
         if not self.sizes:
             self.sizes = list(other.sizes)
         if not self.logical_sizes:
             self.logical_sizes = list(other.logical_sizes)
-        nl = max(len(self.sizes) - 1, 0)
+        self.arrays = mine or theirs
+        nl = len(self.arrays)
         for p, lay in other.layers.items():
-            mine = self.layers.setdefault(p, {c: _zeros(nl) for c in LAYER_COUNTERS})
+            into = self.layers.setdefault(p, {c: zeros(nl) for c in LAYER_COUNTERS})
             for c, vals in lay.items():
-                mine[c] = [a + b for a, b in zip(mine.get(c, _zeros(nl)), vals, strict=True)]
+                into[c] = [a + b for a, b in zip(into.get(c, zeros(nl)), vals, strict=True)]
         for p, ph in other.phases.items():
-            mine = self.phases.setdefault(p, {c: 0 for c in PHASE_COUNTERS + PHASE_FLOATS})
+            into_ph = self.phases.setdefault(p, {c: 0 for c in PHASE_COUNTERS + PHASE_FLOATS})
             for c, v in ph.items():
-                mine[c] = mine.get(c, 0) + v
+                into_ph[c] = into_ph.get(c, 0) + v
         return self
 
     def to_dict(self) -> dict:
         """JSON-ready copy (ints stay ints, so a resumed run continues counts exactly)."""
-        return {
-            "word_bytes": self.word_bytes,
-            "convert_every_sweep": self.convert_every_sweep,
-            "update_mode": self.update_mode,
-            "power_scale_w": self.power_scale_w,
-            "power_samples": self.power_samples,
-            "power_every": self.power_every,
-            "device_pulses_seen": self.device_pulses_seen,
-            "device_resets_seen": self.device_resets_seen,
-            "device_events_seen": dict(self.device_events_seen),
-            "sizes": list(self.sizes),
-            "logical_sizes": list(self.logical_sizes),
-            "layers": {p: {c: list(v) for c, v in lay.items()} for p, lay in self.layers.items()},
-            "phases": {p: dict(ph) for p, ph in self.phases.items()},
-        }
+        return ledger_dict(self, self.array_shapes())
 
     @classmethod
     def from_dict(cls, d: dict) -> Ledger:
         """Inverse of :meth:`to_dict`. A malformed dict (a damaged ``results.json`` or
         checkpoint) raises :class:`LedgerError` naming the entry; counters a ledger saved by an
-        older npusim lacks start at 0."""
-        if not isinstance(d, dict):
-            raise LedgerError(f"a ledger is a JSON object, got {type(d).__name__}")
-        unknown = set(d) - set(_SCALARS) - {"sizes", "logical_sizes", "layers", "phases"}
-        unknown -= {"device_events_seen"}
-        if unknown:
-            raise LedgerError(f"unknown ledger keys {sorted(unknown)}")
-        kw: dict = {}
-        for key, (kind, default) in _SCALARS.items():
-            kw[key] = _check_scalar(key, d.get(key, default), kind)
-        if kw["update_mode"] not in UPDATE_MODES:
-            raise LedgerError(f"update_mode: one of {UPDATE_MODES}, got {kw['update_mode']!r}")
-        seen = d.get("device_events_seen", {})
-        if not isinstance(seen, dict) or not all(
-            k in RULE_COUNTERS and _is_count(v) for k, v in seen.items()
-        ):
-            raise LedgerError(
-                f"device_events_seen: expected an object of {RULE_COUNTERS} holding "
-                f"non-negative integers, got {seen!r}"
-            )
-        kw["device_events_seen"] = {k: int(v) for k, v in seen.items()}
-        for key in ("sizes", "logical_sizes"):
-            vals = d.get(key, [])
-            if not isinstance(vals, list) or not all(_is_count(n) and n >= 1 for n in vals):
-                raise LedgerError(f"{key}: expected a list of positive integers, got {vals!r}")
-            kw[key] = [int(n) for n in vals]
-        nl = max(len(kw["sizes"]) - 1, 0)
-        layers, phases = d.get("layers", {}), d.get("phases", {})
-        for name, table in (("layers", layers), ("phases", phases)):
-            if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
-                raise LedgerError(f"{name}: expected an object of phases, each an object")
-            bad = sorted(set(table) - set(PHASES))
-            if bad:
-                raise LedgerError(f"{name}: unknown phases {bad}; expected some of {PHASES}")
-        kw["layers"] = {}
-        for p, lay in layers.items():
-            counts = {c: _zeros(nl) for c in LAYER_COUNTERS}
-            for c, v in lay.items():
-                ok = isinstance(v, list) and len(v) == nl and all(_is_count(x) for x in v)
-                if c not in LAYER_COUNTERS or not ok:
-                    raise LedgerError(
-                        f"layers.{p}.{c}: expected one of {LAYER_COUNTERS} holding {nl} "
-                        f"non-negative integers, got {v!r}"
-                    )
-                counts[c] = [int(x) for x in v]
-            kw["layers"][p] = counts
-        kw["phases"] = {}
-        for p, ph in phases.items():
-            vals: dict[str, float] = {c: 0 for c in PHASE_COUNTERS + PHASE_FLOATS}
-            for c, v in ph.items():
-                if c in PHASE_FLOATS:
-                    ok = _is_number(v) and math.isfinite(v) and v >= 0
-                else:
-                    ok = c in PHASE_COUNTERS and _is_count(v)
-                if not ok:
-                    raise LedgerError(
-                        f"phases.{p}.{c}: expected one of {PHASE_COUNTERS + PHASE_FLOATS} "
-                        f"holding a non-negative finite number, got {v!r}"
-                    )
-                vals[c] = float(v) if c in PHASE_FLOATS else int(v)
-            kw["phases"][p] = vals
-        return cls(**kw)
+        older npusim lacks start at 0, and without ``arrays`` it is a layered network."""
+        return cls(**ledger_fields(d))
 
     def load_dict(self, d: dict) -> None:
         """Replace this ledger's state with a saved one (checkpoint resume)."""

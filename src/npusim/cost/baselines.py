@@ -1,9 +1,11 @@
 """Baselines doing the same work: the same MLP trained by backprop on a GPU and on a phone NPU.
 
-FLOPs are counted from the layer sizes (a multiply-add is 2 FLOPs; training ≈ 3× forward:
-forward, backward to activations, backward to weights). GPU energy per FLOP = board power /
-(dense peak × utilisation), which already includes on-chip caches; off-chip (HBM) traffic adds
-bytes × energy per byte. Both choices favour the GPU: small MLPs reach far lower utilisation.
+FLOPs are counted from the network's weight matrices (a layered network's layer sizes, or its
+arrays: a convolution's matrix counted once per output position; a multiply-add is 2 FLOPs;
+training ≈ 3× forward: forward, backward to activations, backward to weights). GPU energy per
+FLOP = board power / (dense peak × utilisation), which already includes on-chip caches;
+off-chip (HBM) traffic adds bytes × energy per byte. Both choices favour the GPU: small MLPs
+reach far lower utilisation.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from npusim.core.interfaces import ArrayShape, dense_arrays
+from npusim.runtime.ledger import Ledger, Shapes, as_arrays
 
 H100_DS = "NVIDIA H100 Tensor Core GPU datasheet (2023), SXM5"
 A100_DS = "NVIDIA A100 Tensor Core GPU datasheet (2021), SXM4 80 GB"
@@ -21,45 +26,64 @@ SAMSUNG_NPU = (
 )
 
 
-def forward_flops(sizes: list[int]) -> int:
-    """FLOPs of one sample's forward pass through a dense MLP: 2·Σ n_k·n_{k+1} + biases."""
-    return sum(2 * a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+def logical_arrays(ledger: Ledger) -> list[ArrayShape]:
+    """The network the baselines run for a ledger: a layered network of its logical sizes
+    (the DRN's physical input layer duplicates the logical one), else its arrays."""
+    arrays = ledger.array_shapes()
+    if ledger.logical_sizes and arrays == dense_arrays(ledger.sizes):
+        return dense_arrays(ledger.logical_sizes)
+    return arrays
 
 
-def training_flops(sizes: list[int]) -> int:
+def forward_flops(sizes_or_arrays: Shapes) -> int:
+    """FLOPs of one sample's forward pass: Σ uses·(2·rows·cols + cols) over the weight
+    matrices (a dense MLP: 2·Σ n_k·n_{k+1} + biases)."""
+    return sum(a.uses * (2 * a.rows * a.cols + a.cols) for a in as_arrays(sizes_or_arrays))
+
+
+def training_flops(sizes_or_arrays: Shapes) -> int:
     """FLOPs of one sample's backprop training step: 3 × forward (weight update excluded)."""
-    return 3 * forward_flops(sizes)
+    return 3 * forward_flops(sizes_or_arrays)
 
 
-def param_count(sizes: list[int]) -> int:
-    """Weights and biases of a dense MLP."""
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+def param_count(sizes_or_arrays: Shapes) -> int:
+    """Weights and biases: Σ rows·cols + cols over the weight matrices."""
+    return sum(a.rows * a.cols + a.cols for a in as_arrays(sizes_or_arrays))
+
+
+def _input_units(sizes_or_arrays: Shapes) -> int:
+    return as_arrays(sizes_or_arrays)[0].in_units
+
+
+def _activations(sizes_or_arrays: Shapes) -> int:
+    """Activations per sample: Σ out_units (a dense MLP: every layer but the input)."""
+    return sum(a.out_units for a in as_arrays(sizes_or_arrays))
 
 
 def training_bytes(
-    sizes: list[int], batch: int, bytes_per_value: int, cache_bytes: float = 0.0
+    sizes_or_arrays: Shapes, batch: int, bytes_per_value: int, cache_bytes: float = 0.0
 ) -> float:
     """Off-chip traffic (B) per training sample. The input is read once. Parameters are read
     twice, the gradient written, SGD reads weights and gradient and writes weights (6 × params
     per step, shared by the batch) and activations are written forward and read backward, but
     only when parameters and activations do not fit in ``cache_bytes`` of on-chip cache (whose
     energy is already inside the board power)."""
-    params = param_count(sizes) * bytes_per_value
-    acts = 2 * sum(sizes[1:]) * bytes_per_value * batch
-    off_chip = sizes[0] * bytes_per_value
+    params = param_count(sizes_or_arrays) * bytes_per_value
+    acts = 2 * _activations(sizes_or_arrays) * bytes_per_value * batch
+    off_chip = _input_units(sizes_or_arrays) * bytes_per_value
     if 3 * params + acts > cache_bytes:
         off_chip += (6 * params + acts) / max(batch, 1)
     return off_chip
 
 
 def inference_bytes(
-    sizes: list[int], batch: int, bytes_per_value: int, cache_bytes: float = 0.0
+    sizes_or_arrays: Shapes, batch: int, bytes_per_value: int, cache_bytes: float = 0.0
 ) -> float:
     """Off-chip traffic (B) per inference: the input, plus parameters once per batch when
     they do not fit in ``cache_bytes``."""
-    params = param_count(sizes) * bytes_per_value
+    params = param_count(sizes_or_arrays) * bytes_per_value
     extra = params / max(batch, 1) if params > cache_bytes else 0.0
-    return sizes[0] * bytes_per_value + extra
+    return _input_units(sizes_or_arrays) * bytes_per_value + extra
 
 
 @dataclass(frozen=True)
@@ -82,19 +106,21 @@ class GpuPreset:
     def j_per_flop(self) -> float:
         return self.board_power_w / (self.dense_peak_flops * self.utilisation)
 
-    def cost(self, sizes: list[int], batch: int) -> dict[str, dict[str, float]]:
-        """Energy (J) by term and time (s) per training sample and per inference."""
+    def cost(self, sizes_or_arrays: Shapes, batch: int) -> dict[str, dict[str, float]]:
+        """Energy (J) by term and time (s) per training sample and per inference of the network
+        (its arrays, or a layered network's layer sizes)."""
+        arrays = as_arrays(sizes_or_arrays)
         out = {}
         for kind, flops, nbytes in (
             (
                 "train",
-                training_flops(sizes),
-                training_bytes(sizes, batch, self.bytes_per_value, self.cache_bytes),
+                training_flops(arrays),
+                training_bytes(arrays, batch, self.bytes_per_value, self.cache_bytes),
             ),
             (
                 "inference",
-                forward_flops(sizes),
-                inference_bytes(sizes, batch, self.bytes_per_value, self.cache_bytes),
+                forward_flops(arrays),
+                inference_bytes(arrays, batch, self.bytes_per_value, self.cache_bytes),
             ),
         ):
             out[kind] = {
@@ -177,18 +203,20 @@ class PhoneNpuPreset:
     def area_m2(self) -> float:
         return self.peak_int8_ops / self.int8_ops_per_s_per_m2
 
-    def cost(self, sizes: list[int], dram_j_per_byte: float = 0.0) -> dict[str, dict]:
+    def cost(self, sizes_or_arrays: Shapes, dram_j_per_byte: float = 0.0) -> dict[str, dict]:
         """Energy (J) and time (s) per training sample (FP16 backprop) and per INT8 inference.
         Parameters stay in on-chip SRAM (counted in the measured efficiency); each sample's
         input is read from DRAM at ``dram_j_per_byte`` (1 B INT8 / 2 B FP16 per value).
-        FP16 runs at a quarter of the INT8 rate (assumption: 16b MACs built from 8b ones)."""
-        f, t = forward_flops(sizes), training_flops(sizes)
+        FP16 runs at a quarter of the INT8 rate (assumption: 16b MACs built from 8b ones). The
+        network: its arrays, or a layered network's layer sizes."""
+        arrays = as_arrays(sizes_or_arrays)
+        f, t, n_in = forward_flops(arrays), training_flops(arrays), arrays[0].in_units
         rate = self.peak_int8_ops * self.utilisation
         return {
             "train": {
                 "energy_j": {
                     "compute": t / self.fp16_flops_per_j,
-                    "memory": 2 * sizes[0] * dram_j_per_byte,
+                    "memory": 2 * n_in * dram_j_per_byte,
                 },
                 "time_s": 4 * t / rate,
                 "flops": t,
@@ -196,7 +224,7 @@ class PhoneNpuPreset:
             "inference": {
                 "energy_j": {
                     "compute": f / self.int8_ops_per_j,
-                    "memory": sizes[0] * dram_j_per_byte,
+                    "memory": n_in * dram_j_per_byte,
                 },
                 "time_s": f / rate,
                 "flops": f,

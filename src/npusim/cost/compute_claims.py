@@ -36,6 +36,7 @@ from npusim.cost.baselines import (
     GpuPreset,
     PhoneNpuPreset,
     forward_flops,
+    logical_arrays,
     training_flops,
 )
 from npusim.cost.compute_limits import PUBLISHED, ComputeLimits
@@ -155,7 +156,7 @@ def _npu(ledger: Ledger, spec: ChipSpec, kind: str) -> _Npu:
         energy_j=sum(d["energy_j"].values()),
         time_s=d["time_s"],
         latency_s=d["latency_s"],
-        area_m2=sum(npu_area(ledger.sizes, spec).values()),
+        area_m2=sum(npu_area(ledger.array_shapes(), spec).values()),
     )
 
 
@@ -229,7 +230,7 @@ def compute_claims(
     if not (target_ratio > 0 and math.isfinite(target_ratio)):
         raise CostError(f"the target ratio must be a finite number > 0, got {target_ratio}")
     spec, lim = cost_spec(spec), limits or ComputeLimits()
-    logical = ledger.logical_sizes or ledger.sizes
+    logical = logical_arrays(ledger)
     kinds = [k for k in KINDS if k != "train" or ledger.training_samples]
     flops = {"train": training_flops(logical), "inference": forward_flops(logical)}
     gpu_cost = gpu.cost(logical, batch)

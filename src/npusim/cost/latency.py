@@ -40,17 +40,18 @@ from dataclasses import asdict, dataclass
 from npusim.chip import ChipSpec
 from npusim.core.phases import TRAIN_PHASES, Phase
 from npusim.cost.constants import cost_spec, digital_ops_per_s
-from npusim.runtime.ledger import Ledger
+from npusim.runtime.ledger import Ledger, Shapes, as_arrays
 
 RELAX_TRAIN: tuple[str, ...] = tuple(p for p in TRAIN_PHASES if p != Phase.UPDATE)
 
 
-def tiles(sizes: list[int], spec: ChipSpec) -> list[tuple[int, int]]:
-    """(row tiles, column tiles) of each weight matrix on ``array.rows × array.cols`` arrays."""
+def tiles(sizes_or_arrays: Shapes, spec: ChipSpec) -> list[tuple[int, int]]:
+    """(row tiles, column tiles) of each weight matrix (its ``rows × cols``; a layered network
+    given by its layer sizes) on the chip's ``array.rows × array.cols`` arrays."""
+    if not len(sizes_or_arrays):
+        return []
     r, c = spec.array.rows, spec.array.cols
-    return [
-        (math.ceil(a / r), math.ceil(b / c)) for a, b in zip(sizes[:-1], sizes[1:], strict=False)
-    ]
+    return [(math.ceil(a.rows / r), math.ceil(a.cols / c)) for a in as_arrays(sizes_or_arrays)]
 
 
 def sweep_time(ledger: Ledger, phase: str, spec: ChipSpec) -> float:
@@ -71,7 +72,7 @@ def conversion_time(ledger: Ledger, phase: str, spec: ChipSpec) -> float:
     return max(
         (
             ledger.count("adc", phase, k) / (ct * a * rate)
-            for k, (_, ct) in enumerate(tiles(ledger.sizes, spec))
+            for k, (_, ct) in enumerate(tiles(ledger.array_shapes(), spec))
         ),
         default=0.0,
     )
@@ -87,18 +88,18 @@ def readout_time(ledger: Ledger, phase: str, spec: ChipSpec) -> float:
 
 
 def programming_time(ledger: Ledger, spec: ChipSpec, phase: str = Phase.UPDATE) -> float:
-    """Time (s) to apply ``phase``'s pulses: the arrays of all layers in parallel, each writing
-    ``array.rows_per_write`` rows per ``timing.pulse_width`` slot (a layer of n_k rows on rt_k
-    row tiles writes ``min(rt_k · rows_per_write, n_k)`` rows at once, all n_{k+1} columns).
-    An in-array (coincidence) update drives all rows and columns at once: its ``slot_cycles``
-    pulse widths."""
-    n, pw = ledger.sizes, spec.timing.pulse_width
+    """Time (s) to apply ``phase``'s pulses: all weight matrices in parallel, each writing
+    ``array.rows_per_write`` rows per ``timing.pulse_width`` slot (a matrix of ``rows`` on rt
+    row tiles writes ``min(rt · rows_per_write, rows)`` rows at once, all ``cols`` columns; a
+    convolution's weights are written once, whatever its uses). An in-array (coincidence)
+    update drives all rows and columns at once: its ``slot_cycles`` pulse widths."""
+    arrays, pw = ledger.array_shapes(), spec.timing.pulse_width
     per_array = min(spec.array.rows_per_write, spec.array.rows)
     return max(
         (
             ledger.count("slot_cycles", phase, k) * pw
-            or ledger.count("pulses", phase, k) * pw / (min(rt * per_array, n[k]) * n[k + 1])
-            for k, (rt, _) in enumerate(tiles(n, spec))
+            or ledger.count("pulses", phase, k) * pw / (min(rt * per_array, a.rows) * a.cols)
+            for k, ((rt, _), a) in enumerate(zip(tiles(arrays, spec), arrays, strict=True))
         ),
         default=0.0,
     )

@@ -45,7 +45,7 @@ from npusim.cost.constants import (
     read_integration_s,
 )
 from npusim.cost.latency import phase_times, readouts, sweep_time, tiles, train_latency
-from npusim.runtime.ledger import Ledger
+from npusim.runtime.ledger import Ledger, Shapes
 
 TERMS: tuple[str, ...] = (
     "array",
@@ -90,15 +90,17 @@ class NpuCost:
         return sum(self.area_m2.values())
 
 
-def arrays_in_use(sizes: list[int], spec: ChipSpec) -> int:
-    """Arrays holding the network's weight matrices (one per tile)."""
-    return sum(r * q for r, q in tiles(sizes, spec))
+def arrays_in_use(sizes_or_arrays: Shapes, spec: ChipSpec) -> int:
+    """Arrays holding the network's weight matrices (one per tile; the network given by its
+    arrays or a layered network's layer sizes)."""
+    return sum(r * q for r, q in tiles(sizes_or_arrays, spec))
 
 
-def npu_area(sizes: list[int], spec: ChipSpec | None = None) -> dict[str, float]:
-    """Area (m²) per block for a chip holding the whole network at once."""
+def npu_area(sizes_or_arrays: Shapes, spec: ChipSpec | None = None) -> dict[str, float]:
+    """Area (m²) per block for a chip holding the whole network at once (given by its arrays
+    or a layered network's layer sizes)."""
     spec = cost_spec(spec)
-    arrays, e = arrays_in_use(sizes, spec), spec.energy
+    arrays, e = arrays_in_use(sizes_or_arrays, spec), spec.energy
     return {
         "arrays": arrays * e.array_area,
         "adc": arrays * spec.array.adcs_per_array * e.adc_area,
@@ -121,8 +123,9 @@ def npu_cost(ledger: Ledger, spec: ChipSpec | str | None = None) -> NpuCost:
     if not ledger.sizes:
         raise CostError("the ledger is empty: count some relaxations first")
     e = spec.energy
-    area = npu_area(ledger.sizes, spec)
-    static_w = e.static_power * arrays_in_use(ledger.sizes, spec)
+    shapes = ledger.array_shapes()
+    area = npu_area(shapes, spec)
+    static_w = e.static_power * arrays_in_use(shapes, spec)
     mac_j, amp_w = analog_mac_j(spec), e.amplifier_power * amplifiers_per_column(spec)
     conv_adc, conv_dac = adc_j(spec), dac_j(spec)
     t_int = read_integration_s(spec)
@@ -162,16 +165,19 @@ def npu_cost(ledger: Ledger, spec: ChipSpec | str | None = None) -> NpuCost:
 
 
 def inference_ledger(ledger: Ledger) -> Ledger:
-    """The ledger's own inference counts, or one sample relaxed like a free phase if none."""
+    """The ledger's own inference counts, or one sample relaxed like a free phase if none
+    (each energy-based block in turn, for the free phase's mean sweeps per relaxation)."""
+    out = Ledger(word_bytes=ledger.word_bytes, convert_every_sweep=ledger.convert_every_sweep)
+    arrays = ledger.array_shapes()
+    out.sizes, out.arrays = list(ledger.sizes), arrays
     if ledger.inference_samples:
-        out = Ledger(word_bytes=ledger.word_bytes, convert_every_sweep=ledger.convert_every_sweep)
-        out.sizes = list(ledger.sizes)
         out.layers = {"inference": ledger.layers["inference"]}
         out.phases = {"inference": ledger.phases["inference"]}
         return out
-    out = Ledger(word_bytes=ledger.word_bytes, convert_every_sweep=ledger.convert_every_sweep)
     sweeps = max(1, round(ledger.mean_sweeps("free")))
-    out.relax("inference", ledger.sizes, 1, sweeps)
+    blocks = sorted({a.block for a in arrays})
+    for k in blocks:
+        out.relax("inference", arrays, 1, sweeps, block=k if len(blocks) > 1 else None)
     free_p, free_n = ledger.count("power_w_samples", "free"), ledger.count("power_measured", "free")
     if free_n:
         out.add_circuit_power("inference", free_p / free_n)

@@ -9,7 +9,7 @@ from pathlib import Path
 from npusim.chip import ChipSpec
 from npusim.core.errors import NpusimError
 from npusim.core.phases import TRAIN_PHASES, Phase
-from npusim.cost.baselines import GPUS, PHONE_NPU, GpuPreset, PhoneNpuPreset
+from npusim.cost.baselines import GPUS, PHONE_NPU, GpuPreset, PhoneNpuPreset, logical_arrays
 from npusim.cost.claims import EVENT_OF_TERM, claims_check, ratio_columns
 from npusim.cost.compute_claims import compute_claims
 from npusim.cost.constants import PhysicalLimits, constants_table, cost_spec
@@ -65,10 +65,11 @@ def build_report(
     c = cost_spec(spec)
     gpus = gpus or list(GPUS.values())
     logical = ledger.logical_sizes or ledger.sizes
+    shapes, baseline = ledger.array_shapes(), logical_arrays(ledger)
     updates = ledger.count("updates", Phase.UPDATE)
     batch = max(1, round(ledger.training_samples / updates)) if updates else 1
     npu = per_sample(ledger, c)
-    area = npu_area(ledger.sizes, c)
+    area = npu_area(shapes, c)
     systems: dict[str, dict] = {}
 
     def entry(d: dict, area_m2: float | None) -> dict:
@@ -84,8 +85,8 @@ def build_report(
 
     systems[NPU] = entry(npu, sum(area.values()))
     for g in gpus:
-        systems[f"{g.name} BP"] = entry(g.cost(logical, batch), g.die_area_m2)
-    systems[f"{phone.name} BP"] = entry(phone.cost(logical, c.energy.dram_per_byte), phone.area_m2)
+        systems[f"{g.name} BP"] = entry(g.cost(baseline, batch), g.die_area_m2)
+    systems[f"{phone.name} BP"] = entry(phone.cost(baseline, c.energy.dram_per_byte), phone.area_m2)
     if measured_gpu is not None:
         systems[f"{measured_gpu['name']} BP measured"] = {
             "area_m2": None,
@@ -116,7 +117,8 @@ def build_report(
             "inference_samples": ledger.inference_samples,
             "batch": batch,
             "mean_sweeps": {p: ledger.mean_sweeps(p) for p in ledger.phases if p != Phase.UPDATE},
-            "arrays": {"in_use": arrays_in_use(ledger.sizes, c), "on_chip": c.array.tiles},
+            "arrays": {"in_use": arrays_in_use(shapes, c), "on_chip": c.array.tiles},
+            "array_shapes": [f"{a.rows}×{a.cols}×{a.uses}" for a in shapes],  # rows×cols×uses
         },
         "chip_spec": c.name,
         "systems": systems,
@@ -134,7 +136,7 @@ def build_report(
     if "train" in npu_row:  # the NPU as priced, at the physical floors and at the edge
         phone_name = f"{phone.name} BP"
         refs = {n: systems[n]["train"]["energy_j"] for n in (ref_name, phone_name)}
-        static_w = c.energy.static_power * arrays_in_use(ledger.sizes, c)
+        static_w = c.energy.static_power * arrays_in_use(shapes, c)
         report["ratios"] = {
             "update_mode": ledger.update_mode,
             **ratio_columns(npu_row["train"]["breakdown_j"], events, refs, static_w, c, limits),

@@ -198,3 +198,189 @@ def test_a_malformed_saved_ledger_is_one_error_naming_the_entry(change, names):
     assert isinstance(info.value, NpusimError)
     with pytest.raises(LedgerError, match="JSON object"):
         Ledger.from_dict([1, 2])
+
+
+# ---- networks of arrays: convolutions and several energy-based blocks --------------------------
+def conv_arrays():
+    from npusim.core.interfaces import ArrayShape
+
+    return [
+        ArrayShape(25, 8, 576, 784, 4608, False, 0),  # 5x5 conv 1->8 on 28x28: 24x24 positions
+        ArrayShape(72, 8, 576, 4608, 4608, True, 0),  # 3x3 conv 8->8, fed back
+        ArrayShape(200, 16, 64, 1152, 1024, False, 1, ff_ops_in=4608),  # after 2x2 pooling
+        ArrayShape(1024, 10, 1, 1024, 10, True, 1),  # dense read-out
+    ]
+
+
+def test_conv_blocks_relax_counts_match_closed_form():
+    arr = conv_arrays()
+    led = Ledger()
+    led.relax("free", arr, B, S, block=0)
+    lay = led.layers["free"]
+    assert lay["macs"] == [B * S * 576 * 25 * 8, B * S * 2 * 576 * 72 * 8, 0, 0]
+    assert lay["device_reads"] == [B * 576 * 25 * 8, B * 576 * 72 * 8, 0, 0]
+    assert lay["node_sweeps"] == [B * S * 4608, B * S * 4608, 0, 0]
+    assert lay["dac"] == [B * 784, 0, 0, 0] and lay["adc"] == [B * 4608, B * 4608, 0, 0]
+    assert lay["bytes_mem"] == [B * 784, 0, 0, 0] and lay["digital_ops"] == [0, 0, 0, 0]
+    led.relax("free", arr, B, 3, block=1)
+    assert lay["macs"][2:] == [B * 3 * 64 * 200 * 16, B * 3 * 2 * 1024 * 10]
+    assert lay["dac"] == [B * 784, 0, B * 1152, 0]  # block 1's input through DACs
+    assert lay["adc"] == [B * 4608, B * 4608, B * 1024, B * 10]
+    assert lay["digital_ops"] == [0, 0, B * 4608, 0]  # the pooling before block 1
+    assert lay["bytes_mem"] == [B * 784, 0, 0, 0]  # only the network's input from memory
+    assert led.count("samples", "free") == B  # one forward pass through both blocks
+    assert led.count("relaxations", "free") == 2 * B
+    assert led.count("sweeps", "free") == B * (S + 3)
+    assert led.sizes == [784, 4608, 4608, 1024, 10]
+    for blk in (1, 0):  # each block nudged at its own last layer
+        led.relax("nudged+", arr, B, 2, block=blk)
+    nud = led.layers["nudged+"]
+    assert nud["dac"] == [B * 784, B * 4608, B * 1152, B * 10]
+    assert nud["fp32_ops"] == [0, 2 * B * 4608, 0, 2 * B * 10]
+    assert nud["digital_ops"] == [0, 0, B * 4608, 0]
+    assert led.count("samples", "nudged+") == 0 and led.count("bytes_mem", "nudged+") == 0
+    led.relax("inference", arr, B, S)  # every block at once
+    inf = led.layers["inference"]
+    assert inf["adc"] == [0, B * 4608, 0, B * 10]  # each block's last layer is read
+    assert inf["digital_ops"] == [0, 0, B * 4608, B * 10]  # pooling, argmax
+    assert led.inference_samples == B and led.count("relaxations", "inference") == B
+    with pytest.raises(ValueError, match="block 2"):
+        led.relax("free", arr, B, S, block=2)
+    with pytest.raises(ValueError, match="differ"):
+        led.relax("free", [784, 4608, 10], B, S)
+
+
+def test_conv_update_counts_match_closed_form():
+    arr = conv_arrays()
+    led = Ledger()
+    led.update(arr, B, 0)
+    lay = led.layers["update"]
+    prm = [25 * 8 + 8, 72 * 8 + 8, 200 * 16 + 16, 1024 * 10 + 10]
+    assert lay["digital_ops"] == [
+        2 * B * 576 * 25 * 8 + 2 * B * 8,  # the outer product summed over positions
+        2 * B * 576 * 72 * 8 + 2 * B * 8,
+        2 * B * 64 * 200 * 16 + 2 * B * 16,
+        2 * B * 1024 * 10 + 2 * B * 10,
+    ]
+    assert lay["fp32_ops"] == prm and lay["pulses"] == prm and lay["params_written"] == prm
+    assert lay["bytes_tile"] == [
+        2 * B * (784 + 4608),
+        2 * B * (4608 + 4608),
+        2 * B * (1152 + 1024),
+        2 * B * (1024 + 10),
+    ]
+    outer = Ledger(update_mode="coincidence")
+    ev = {k: [1, 2, 3, 4] for k in ("pulse_slots", "coincidences", "sample_hold", "slot_cycles")}
+    outer.update(
+        arr,
+        B,
+        [1, 1, 1, 1],
+        measured=True,
+        in_array={**ev, "bias_coincidences": ev["coincidences"]},
+    )
+    assert outer.layers["update"]["fp32_ops"] == [4 * B * 2, 4 * B * 3, 4 * B * 2, 4 * B * 3]
+
+
+def test_training_step_counts_each_block_of_an_estimate():
+    import torch
+
+    from npusim.core.interfaces import GradientEstimate, Relaxation
+
+    arr = conv_arrays()
+
+    class Hybrid:
+        arrays = arr
+        sizes = [784, 4608, 4608, 1024, 10]
+        logical_sizes = [784, 10]
+
+    def rel(sweeps):
+        return Relaxation([torch.zeros(1)], 0.0, sweeps)
+
+    blocks = [
+        {"free": rel(9), "nudged+": rel(3), "nudged-": rel(3)},
+        {"free": rel(5), "nudged+": rel(2), "nudged-": rel(2)},
+    ]
+    est = GradientEstimate(grads=[], free=rel(5), blocks=blocks)
+    led = Ledger(power_scale_w=1.0)
+    led.training_step(Hybrid(), est, B, x=torch.zeros(B, 784))
+    ref = Ledger()
+    for k, phases in enumerate(blocks):
+        for phase, r in phases.items():
+            ref.relax(phase, arr, B, r.sweeps, block=k)
+    ref.update(arr, B, 0)
+    assert led.layers == ref.layers and led.phases == ref.phases
+    assert led.count("power_measured") == 0  # circuit power: single-block networks only
+    assert led.training_samples == B and led.logical_sizes == [784, 10]
+
+
+@pytest.mark.parametrize(
+    "mode", [{}, {"convert_every_sweep": True}, {"update_mode": "coincidence"}]
+)
+def test_a_layered_network_counts_the_same_as_sizes_or_arrays(mode):
+    from npusim.core.interfaces import dense_arrays
+
+    sizes = [5, 7, 4, 3]
+    ev = {k: [1, 2, 3] for k in ("pulse_slots", "coincidences", "sample_hold", "slot_cycles")}
+    in_array = {**ev, "bias_coincidences": [1, 1, 1]} if mode.get("update_mode") else None
+    ledgers = []
+    for net, block in ((sizes, None), (dense_arrays(sizes), None), (dense_arrays(sizes), 0)):
+        led = Ledger(word_bytes=2, **mode)
+        for phase, sweeps in (("free", S), ("nudged+", 2), ("nudged-", 2), ("inference", S)):
+            led.relax(phase, net, B, sweeps, settle_s=1e-8, block=block)
+        led.update(net, B, 17, rule_events={"fp32_ops": 9}, in_array=in_array)
+        ledgers.append(led.to_dict())
+    assert ledgers[0] == ledgers[1] == ledgers[2]
+    assert ledgers[0]["sizes"] == sizes
+
+
+def test_an_old_saved_ledger_without_arrays_loads_as_a_layered_network():
+    from npusim.core.interfaces import dense_arrays
+
+    led = Ledger()
+    led.relax("free", SIZES, B, S)
+    old = led.to_dict()
+    del old["arrays"]
+    resumed = Ledger.from_dict(old)
+    assert resumed.arrays == dense_arrays(SIZES)
+    resumed.relax("free", SIZES, B, S)
+    led.relax("free", SIZES, B, S)
+    assert resumed.to_dict() == led.to_dict()
+
+
+def test_a_conv_ledger_persists_and_merges_exactly():
+    arr = conv_arrays()
+    led = Ledger()
+    led.relax("free", arr, B, S, block=0)
+    led.update(arr, B, 11)
+    back = Ledger.from_dict(json.loads(json.dumps(led.to_dict())))
+    assert back.arrays == arr and back.to_dict() == led.to_dict()
+    assert back.merge(led).count("macs") == 2 * led.count("macs")
+    other = Ledger()
+    other.relax("free", [784, 10], 1, 1)
+    with pytest.raises(ValueError, match="cannot merge"):
+        back.merge(other)
+
+
+@pytest.mark.parametrize(
+    "arrays, names",
+    [
+        ("4x4", "arrays"),
+        ([7], r"arrays\[0\]"),
+        ([{"rows": 2}], r"arrays\[0\]: unknown keys \[\], missing keys"),
+        ([{"bogus": 1}], r"arrays\[0\]: unknown keys \['bogus'\]"),
+        ([dict(rows=0, cols=2, uses=1, in_units=2, out_units=2, fed_back=False)], r"rows"),
+        ([dict(rows=2, cols=2, uses=1, in_units=2, out_units=2, fed_back=1)], r"fed_back"),
+        (
+            [dict(rows=2, cols=2, uses=1, in_units=2, out_units=2, fed_back=False, block=-1)],
+            "block",
+        ),
+        ([dict(rows=2, cols=2, uses=1, in_units=2, out_units=2, fed_back=False)], "sizes"),
+    ],
+)
+def test_a_corrupt_arrays_entry_is_a_ledger_error(arrays, names):
+    from npusim.runtime.ledger import LedgerError
+
+    led = Ledger()
+    led.relax("free", SIZES, B, S)  # 2 arrays, sizes of 3 layers
+    with pytest.raises(LedgerError, match=names):
+        Ledger.from_dict({**led.to_dict(), "arrays": arrays})

@@ -135,3 +135,27 @@ def test_bad_target_compute_is_one_line_error(tmp_path, capsys, bad):
     assert err.startswith("npusim: error:") and "--target-compute" in err
     assert len(err.splitlines()) == 1
     assert not (tmp_path / "report.json").exists()
+
+
+def test_a_conv_network_s_ops_are_its_arrays_flops():
+    from npusim.core.interfaces import ArrayShape
+
+    arr = [
+        ArrayShape(25, 8, 576, 784, 4608, False, 0),
+        ArrayShape(200, 16, 64, 1152, 1024, False, 1, ff_ops_in=4608),
+        ArrayShape(1024, 10, 1, 1024, 10, True, 1),
+    ]
+    led = Ledger(logical_sizes=[784, 10])
+    for blk in (0, 1):
+        for phase in ("free", "nudged+", "nudged-"):
+            led.relax(phase, arr, 8, 6, block=blk)
+    led.update(arr, 8, 0)
+    fwd = 576 * (2 * 25 * 8 + 8) + 64 * (2 * 200 * 16 + 16) + (2 * 1024 * 10 + 10)
+    cc = compute_claims(led, RRAM, target_ratio=100, batch=8)
+    assert cc["systems"]["NPU"]["train"]["ops"] == 3 * fwd
+    assert cc["systems"]["NPU"]["inference"]["ops"] == fwd
+    assert cc["systems"]["NPU"]["train"]["area_m2"] == pytest.approx(
+        sum(npu_area(arr, RRAM).values())
+    )
+    gt = H100_SXM.cost(arr, 8)["train"]["time_s"]
+    assert cc["systems"][H100_SXM.name]["train"]["time_s"] == pytest.approx(gt)

@@ -274,3 +274,69 @@ def test_inference_uses_the_free_phase_power():
     led.relax("inference", [8, 6, 3], 10, 5)
     e = npu_cost(led, RRAM).energy_j["inference"]["array"]
     assert e == pytest.approx(2e-6 * 10 * 5 * RRAM.timing.settle_tau)
+
+
+def conv_ledger() -> Ledger:
+    """A two-block network with convolutions (see tests/test_ledger.py), one training batch."""
+    from npusim.core.interfaces import ArrayShape
+
+    arr = [
+        ArrayShape(25, 8, 576, 784, 4608, False, 0),
+        ArrayShape(72, 8, 576, 4608, 4608, True, 0),
+        ArrayShape(200, 16, 64, 1152, 1024, False, 1, ff_ops_in=4608),
+        ArrayShape(1024, 10, 1, 1024, 10, True, 1),
+    ]
+    led = Ledger(logical_sizes=[784, 10])
+    for blk, sweeps in ((0, 9), (1, 5)):
+        led.relax("free", arr, 4, sweeps, block=blk)
+        led.relax("nudged+", arr, 4, 3, block=blk)
+        led.relax("nudged-", arr, 4, 3, block=blk)
+    led.update(arr, 4, 0)
+    return led
+
+
+def test_a_conv_ledger_prices_its_arrays_and_baselines():
+    from npusim.cost.baselines import logical_arrays, param_count, training_bytes
+    from npusim.cost.npu import arrays_in_use, inference_ledger
+
+    led = conv_ledger()
+    arr = led.arrays
+    assert logical_arrays(led) == arr  # not a layered network: the baselines run its arrays
+    fwd = (
+        576 * (2 * 25 * 8 + 8)
+        + 576 * (2 * 72 * 8 + 8)
+        + 64 * (2 * 200 * 16 + 16)
+        + 1 * (2 * 1024 * 10 + 10)
+    )  # Σ uses·(2·rows·cols + cols)
+    assert forward_flops(arr) == fwd and training_flops(arr) == 3 * fwd
+    params = (25 * 8 + 8) + (72 * 8 + 8) + (200 * 16 + 16) + (1024 * 10 + 10)
+    assert param_count(arr) == params
+    acts = 4608 + 4608 + 1024 + 10  # Σ out_units
+    assert training_bytes(arr, 32, 2, cache_bytes=0) == pytest.approx(
+        784 * 2 + (6 * params * 2 + 2 * acts * 2 * 32) / 32
+    )
+    cost = GPUS["h100"].cost(arr, batch=32)
+    assert cost["train"]["flops"] == 3 * fwd and cost["inference"]["flops"] == fwd
+    assert PHONE_NPU.cost(arr)["train"]["flops"] == 3 * fwd
+    # 128x128 tiles: 25x8, 72x8 one each, 200x16 two, 1024x10 eight
+    assert arrays_in_use(arr, RRAM) == 12
+    assert npu_area(arr, RRAM)["arrays"] == pytest.approx(12 * RRAM.energy.array_area)
+    c = npu_cost(led, RRAM)
+    assert c.area_m2 == npu_area(arr, RRAM)
+    assert c.energy_j["free"]["static"] == pytest.approx(
+        RRAM.energy.static_power * 12 * c.time_s["free"]
+    )
+    inf = inference_ledger(led)  # one sample through each block in turn
+    assert inf.inference_samples == 1 and inf.count("relaxations", "inference") == 2
+    assert inf.count("sweeps", "inference") == round(led.mean_sweeps("free")) * 2
+    assert inf.layers["inference"]["adc"] == [0, 4608, 0, 10]
+
+
+def test_a_layered_ledger_runs_the_baselines_on_its_logical_sizes():
+    from npusim.core.interfaces import dense_arrays
+    from npusim.cost.baselines import logical_arrays
+
+    led = Ledger(logical_sizes=[4, 6, 3])
+    led.relax("free", [8, 6, 3], 1, 1)  # a DRN: its input duplicated on the chip
+    assert logical_arrays(led) == dense_arrays([4, 6, 3])
+    assert forward_flops(logical_arrays(led)) == forward_flops([4, 6, 3])

@@ -160,3 +160,17 @@ def test_inference_latency_and_static_energy_follow_the_time():
     for p, s in cost.time_s.items():
         assert cost.energy_j[p]["static"] == pytest.approx(spec.energy.static_power * arrays * s)
     assert math.isclose(sum(cost.time_s.values()), sum(phase_times(led, spec).values()))
+
+
+def test_programming_time_of_conv_arrays_uses_their_rows_and_cols():
+    from npusim.core.interfaces import ArrayShape
+
+    arr = [ArrayShape(300, 20, 576, 784, 11520, False), ArrayShape(200, 10, 1, 11520, 10, True)]
+    led = Ledger()
+    led.relax("free", arr, 1, 1)
+    led.update(arr, 1, [60000, 2000])
+    pw, spec = RRAM.timing.pulse_width, chip(**{"array.rows_per_write": 2})
+    # a convolution's weights are written once, whatever its 576 uses: 3 row tiles x 2 rows
+    t0 = 60000 * pw / (min(3 * 2, 300) * 20)
+    t1 = 2000 * pw / (min(2 * 2, 200) * 10)
+    assert programming_time(led, spec) == pytest.approx(max(t0, t1))

@@ -108,3 +108,26 @@ def test_claims_refuse_a_target_ratio_out_of_range():
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(CostError, match="finite number > 0"):
             claims_check({"array": 1.0}, {"macs": 1.0}, 10.0, bad)
+
+
+def test_the_report_lists_the_arrays_of_a_conv_network():
+    from npusim.core.interfaces import ArrayShape
+    from npusim.cost.baselines import GPUS
+
+    arr = [
+        ArrayShape(25, 8, 576, 784, 4608, False, 0),
+        ArrayShape(200, 16, 64, 1152, 1024, False, 1, ff_ops_in=4608),
+        ArrayShape(1024, 10, 1, 1024, 10, True, 1),
+    ]
+    led = Ledger(logical_sizes=[784, 10])
+    for blk in (0, 1):
+        for phase in ("free", "nudged+", "nudged-"):
+            led.relax(phase, arr, 8, 5, block=blk)
+    led.update(arr, 8, 0)
+    rep = build_report(led, target_compute=10)
+    net = rep["network"]
+    assert net["array_shapes"] == ["25×8×576", "200×16×64", "1024×10×1"]
+    assert net["arrays"]["in_use"] == 1 + 2 + 8 and net["physical_sizes"] == led.sizes
+    h100 = GPUS["h100"]
+    gpu = rep["systems"][rep["reference_gpu"]]["train"]["energy_j"]
+    assert gpu == pytest.approx(sum(h100.cost(arr, 8)["train"]["energy_j"].values()))

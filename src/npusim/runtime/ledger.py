@@ -43,24 +43,19 @@ block's input array (not ``fed_back``) is, for one block, array 0. Per array and
   pass through several blocks counts its samples once), ``relaxations`` (``b``) and
   ``sweeps`` (``b·s``) per call.
 * in-array updates (``update_mode="coincidence"``, :mod:`npusim.runtime.inarray`): the array
-  forms the update itself from pulse trains (Gokmen & Vlasov, Front. Neurosci. 10:333, 2016),
-  so training phases convert only the free phase's last layer of each block (the loss and the
-  nudge need it; the equilibria are held, not converted) and an update counts no
-  outer-product MACs, no scale-and-quantise and no bytes. It counts, per array, what the
-  trainer reports: ``pulse_slots`` (line-slots driven), ``coincidences``, ``sample_hold`` (held
-  values), ``slot_cycles`` (the trains' duration in pulse widths), the device pulses, one 8-bit
-  increment per coincidence on a bias row (``digital_ops``: biases are periphery registers)
-  and 4 fp32 operations per train and sample (the trains' gains from two held peaks; a
-  fed-back array's update is two trains, + its bias row's train).
+  forms the update from pulse trains (Gokmen & Vlasov, Front. Neurosci. 10:333, 2016), so
+  training phases convert only the free phase's last layer of each block (the loss and nudge
+  need it) and an update counts no outer products, scale-and-quantise or bytes, but per array
+  what the trainer reports: ``pulse_slots``, ``coincidences``, ``sample_hold``, ``slot_cycles``,
+  the device pulses, one 8-bit increment per bias-row coincidence (``digital_ops``) and 4 fp32
+  operations per train and sample (a fed-back array's update is two trains, + its bias row's).
 * programming pulses: as reported by the device layer; when it reports 0 (ideal / unknown
   device) one pulse-equivalent per parameter written per update is counted. ``reset_pulses``
   is the part of them that are abrupt RESETs (one-sided devices re-programmed on refresh),
   priced apart from the gradual SET/depress pulses.
 * update-rule work: what the synapses report in ``periphery_events()`` beyond the update
-  itself (a mixed-precision accumulator's fp32 operations and SRAM bytes; a Tiki-Taka
-  transfer's DAC conversions, device reads, ADC conversions, buffer operations and bytes) is
-  added to the update phase's counters of the same names, spread over the arrays like
-  pulses, so the cost model prices it with the chip's constants.
+  itself (an accumulator's fp32 ops and SRAM bytes, a Tiki-Taka transfer's conversions and
+  reads) is added to the update phase's counters of the same names, spread like pulses.
 
 Per-array lists are indexed by array ``k`` (its weights and its output layer). Counts are
 Python ints (exact on resume); times are seconds, powers W. The saved form and the counter
@@ -89,16 +84,7 @@ from npusim.runtime.ledger_io import (
     zeros,
 )
 
-__all__ = [
-    "LAYER_COUNTERS",
-    "PHASE_COUNTERS",
-    "PHASE_FLOATS",
-    "RULE_COUNTERS",
-    "UPDATE_MODES",
-    "Ledger",
-    "LedgerError",
-    "as_arrays",
-]
+__all__ = ["LAYER_COUNTERS", "RULE_COUNTERS", "Ledger", "LedgerError", "Shapes", "as_arrays"]
 
 Shapes = Sequence[int] | Sequence[ArrayShape]  # layer sizes of a layered network, or its arrays
 

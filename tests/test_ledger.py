@@ -384,3 +384,13 @@ def test_a_corrupt_arrays_entry_is_a_ledger_error(arrays, names):
     led.relax("free", SIZES, B, S)  # 2 arrays, sizes of 3 layers
     with pytest.raises(LedgerError, match=names):
         Ledger.from_dict({**led.to_dict(), "arrays": arrays})
+
+
+def test_the_sizes_of_a_conv_ledger_stand_for_its_arrays():
+    arr = conv_arrays()
+    led, ref = Ledger(), Ledger()
+    for one in (led, ref):
+        one.relax("free", arr, B, S, block=0)
+    led.relax("inference", [784, 4608, 4608, 1024, 10], B, S)  # a caller holding sizes only
+    ref.relax("inference", arr, B, S)
+    assert led.to_dict() == ref.to_dict()

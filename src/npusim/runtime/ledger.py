@@ -163,7 +163,10 @@ class Ledger:
         return dense_arrays(self.sizes) if len(self.sizes) >= 2 else []
 
     def _use(self, shapes: Shapes) -> None:
-        """Record the network on first use; a different one is a ValueError."""
+        """Record the network on first use; a different one is a ValueError. Layer sizes equal
+        to the ledger's ``sizes`` stand for its arrays (a network of several blocks too)."""
+        if self.arrays and list(shapes) == self.sizes:
+            return
         arrays = as_arrays(shapes)
         if isinstance(shapes[0], ArrayShape):
             sizes = [arrays[0].in_units] + [a.out_units for a in arrays]

@@ -45,12 +45,13 @@ def test_builtin_splits_are_fixed_disjoint_and_stratified(name, sizes):
     assert not torch.equal(a.y_train, c.y_train)
 
 
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
 @pytest.mark.parametrize("compress", [True, False])
-def test_idx_folder_round_trip(tmp_path, compress):
-    folder = _mnist_folder(tmp_path, compress=compress)
-    d = load_dataset("mnist", folder)
+def test_idx_folder_round_trip(tmp_path, compress, name):
+    folder = _mnist_folder(tmp_path, compress=compress)  # the standard file names of both
+    d = load_dataset(name, folder)
     assert len(d.x_train) + len(d.x_val) == 120 and len(d.x_val) > 0 and len(d.x_test) == 20
-    assert d.x_train.shape[1] == 784 and d.image_shape == (28, 28)
+    assert d.x_train.shape[1] == 784 and d.image_shape == (28, 28) and d.chw == (1, 28, 28)
     raw = read_idx(folder / ("t10k-images-idx3-ubyte" + (".gz" if compress else "")))
     assert torch.allclose(d.x_test, torch.from_numpy(raw.reshape(20, -1) / 255.0).float())
     assert d.y_test.tolist() == [i % 10 for i in range(20)]
@@ -76,3 +77,4 @@ def test_idx_errors_are_clear(tmp_path):
         read_idx(folder / "bad")
     with pytest.raises(DatasetError, match="unknown dataset"):
         load_dataset("cifar")
+    assert issubclass(IdxError, DatasetError)  # one error class for any dataset problem

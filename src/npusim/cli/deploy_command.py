@@ -75,10 +75,10 @@ def run_deploy(a: argparse.Namespace) -> int:
     else:
         model, built_in = load_model(a.model, trust_pickle=a.trust_model_file)
     conv = is_conv(model)
-    h, w = data.image_shape
+    c, h, w = data.chw
 
     def shape(x: torch.Tensor) -> torch.Tensor:
-        return x.view(-1, 1, h, w) if conv else x
+        return x.view(-1, c, h, w) if conv else x
 
     x_tr, x_te = shape(data.x_train), shape(data.x_test)
     t0 = time.perf_counter()

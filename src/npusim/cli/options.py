@@ -83,7 +83,18 @@ def path_arg(s: str) -> Path:
     return Path(s)
 
 
+def on_off(s: str) -> bool:
+    """``on``/``off`` (also ``true``/``false``, ``yes``/``no``, ``1``/``0``)."""
+    v = s.strip().lower()
+    if v in ("on", "true", "yes", "1"):
+        return True
+    if v in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {s!r}")
+
+
 _PARSERS: dict[Any, Any] = {
+    bool: on_off,
     int: int,
     float: float,
     str: str,
@@ -121,6 +132,8 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
             kwargs["choices"] = m["choices"]
         if m["kind"] in ("ints", "floats"):
             kwargs["metavar"] = "N[,N...]" if m["kind"] == "ints" else "X[,X...]"
+        if m["kind"] is bool:  # --flip alone means on
+            kwargs.update(nargs="?", const=True, metavar="on|off")
         p.add_argument(flag_of(f), help=help_text, **kwargs)
 
 

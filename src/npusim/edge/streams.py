@@ -201,7 +201,9 @@ def make_stream(
             "--stream classes brings the classes a run did not train on, but this run trained "
             "on all of them; train the run on a subset (e.g. npusim train --classes 0-4)"
         )
-    shift = Shift(name, data.image_shape, seed)
+    if len(data.image_shape) != 2:
+        raise StreamError(f"the {name} stream shifts one-channel images; {data.name} has colour")
+    shift = Shift(name, data.image_shape, seed)  # type: ignore[arg-type]
     g = torch.Generator().manual_seed(seed * 1_000_003 + 11)
     xs, ys = _of(data.x_train, data.y_train, new_classes)
     order = torch.cat(

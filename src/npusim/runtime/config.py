@@ -79,10 +79,11 @@ def option(
 ) -> Any:
     """A :class:`TrainConfig` field and its row of the option table.
 
-    ``kind``: ``int``, ``float``, ``str``, ``"ints"`` or ``"floats"`` (lists; each element is
-    range-checked, ``length`` bounds the count). ``lo``/``hi``: the allowed range (closed unless
-    ``lo_open``/``hi_open``); floats must be finite. ``flag``: the command-line option (default
-    ``--field-name``). A ``None`` default means "the model's default" (:data:`MODEL_DEFAULTS`).
+    ``kind``: ``bool``, ``int``, ``float``, ``str``, ``"ints"`` or ``"floats"`` (lists; each
+    element is range-checked, ``length`` bounds the count). ``lo``/``hi``: the allowed range
+    (closed unless ``lo_open``/``hi_open``); floats must be finite. ``flag``: the command-line
+    option (default ``--field-name``). A ``None`` default means "the model's default"
+    (:data:`MODEL_DEFAULTS`).
     """
     meta = {
         "kind": kind,
@@ -107,7 +108,10 @@ class TrainConfig:
     """Everything that defines a training run. ``None`` means "the model's default"."""
 
     dataset: str = option("mnist5k", kind=str, choices=DATASETS, help="dataset")
-    data_dir: str | None = option(kind=str, help="folder with IDX files (mnist, fashion-mnist)")
+    data_dir: str | None = option(
+        kind=str,
+        help="folder with IDX files (mnist, fashion-mnist) or CIFAR batches (cifar10, cifar100)",
+    )
     classes: list[int] | None = option(
         kind="ints",
         lo=0,
@@ -176,6 +180,11 @@ class TrainConfig:
         unit="pixels",
         help="random shift of training images",
         default_text="1; digits 0",
+    )
+    flip: bool = option(
+        False,
+        kind=bool,
+        help="mirror each training image left-right with probability 1/2 (e.g. for CIFAR)",
     )
     chip: str = option(
         "ideal", kind=str, help="chip preset (ideal, rram, pcm, ecram) or a .toml file"
@@ -329,6 +338,7 @@ def allowed(f: Field, unit: bool = True) -> str:
         return "one of " + ", ".join(m["choices"])
     kind = m["kind"]
     noun = {
+        bool: "on or off",
         int: "an integer",
         float: "a finite number",
         str: "a non-empty text",
@@ -358,8 +368,8 @@ def _num(x: float) -> str:
 def _scalar_ok(f: Field, v: Any) -> bool:
     m = f.metadata
     kind = {"ints": int, "floats": float}.get(m["kind"], m["kind"])
-    if isinstance(v, bool):
-        return False
+    if kind is bool or isinstance(v, bool):
+        return kind is bool and isinstance(v, bool)
     if kind is int and not isinstance(v, int):
         return False
     if kind is float and not (isinstance(v, (int, float)) and math.isfinite(v)):

@@ -17,6 +17,7 @@ from npusim.chip.capacity import check_fits
 from npusim.circuits import NetworkOptions, make_network
 from npusim.circuits.hybrid import HybridNetwork
 from npusim.core.interfaces import GradientEstimate, Network, Synapses
+from npusim.data.augment import augment_images
 from npusim.data.datasets import Dataset, class_subset, load_dataset, one_hot
 from npusim.devices import make_synapses
 from npusim.devices.converters import Periphery, periphery_for
@@ -45,20 +46,6 @@ def build_model(
     sizes = [num_features, *cfg.hidden, num_classes]
     options = NetworkOptions(cfg.input_gain, cfg.diode, cfg.arch, image)
     return make_network(cfg.model, sizes, cfg.seed, options)
-
-
-def shift_images(x: Tensor, shape: tuple[int, int], max_shift: int, g: torch.Generator) -> Tensor:
-    """Shift each image by a random whole-pixel offset in [−max_shift, max_shift]², zero fill."""
-    if max_shift == 0:
-        return x
-    n = x.shape[0]
-    h, w = shape
-    pad = max_shift
-    img = torch.nn.functional.pad(x.view(n, 1, h, w), (pad, pad, pad, pad))
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=g)
-    rows = (dy[:, None] + torch.arange(h))[:, :, None]
-    cols = (dx[:, None] + torch.arange(w))[:, None, :]
-    return img[torch.arange(n)[:, None, None], 0, rows, cols].reshape(n, h * w)
 
 
 @torch.no_grad()
@@ -245,7 +232,7 @@ class Trainer:
         self.optim.lr_scale = cfg.lr_decay**self.state.epoch
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.state.epoch)
         perm = torch.randperm(len(data.x_train), generator=g)
-        x_all = shift_images(data.x_train[perm], data.image_shape, cfg.augment, g)
+        x_all = augment_images(data.x_train[perm], data.image_shape, cfg.augment, cfg.flip, g)
         y_all = data.y_train[perm]
         wrong, t0 = 0, time.perf_counter()
         bs = cfg.batch_size
@@ -269,7 +256,9 @@ class Trainer:
     def evaluate(self, split: str) -> float:
         x, y = self.data.split(split)
         if self.ledger is not None:  # the chip infers every evaluated sample
-            self.ledger.relax("inference", self.model.sizes, len(x), self.cfg.inference_sweeps)
+            arrays = self.model.arrays
+            for k, sweeps in enumerate(self.model.block_sweeps(self.cfg.inference_sweeps)):
+                self.ledger.relax("inference", arrays, len(x), sweeps, block=k)
         sweeps, batch = self.cfg.inference_sweeps, self.cfg.eval_batch
         return error_rate(self.model, x, y, sweeps, batch, self.periphery)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from npusim.core.errors import NpusimError
 from npusim.runtime.config import TrainConfig, check_field, flag_of
+from npusim.runtime.threads import apply_default_threads
 
 # options of `npusim train` that are not part of the configuration
 RUN_OPTIONS = (
@@ -205,11 +206,11 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**given_options(a)).resolved()
 
 
-def set_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+def set_threads(threads: int | None) -> int:
+    """Use ``threads`` torch threads (``--threads``), or when None the default counted from the
+    cores other processes leave free (:func:`npusim.runtime.threads.apply_default_threads`);
+    returns the count."""
+    return apply_default_threads(threads)
 
 
 def check_chip_arg(chip: str | None) -> None:

@@ -174,3 +174,23 @@ def test_programming_time_of_conv_arrays_uses_their_rows_and_cols():
     t0 = 60000 * pw / (min(3 * 2, 300) * 20)
     t1 = 2000 * pw / (min(2 * 2, 200) * 10)
     assert programming_time(led, spec) == pytest.approx(max(t0, t1))
+
+
+def test_a_convolution_settles_one_position_after_another() -> None:
+    """Settle steps: per block, sweeps × the uses of its most-used array; blocks in sequence."""
+    from npusim.core.interfaces import ArrayShape
+    from npusim.cost.latency import settle_steps
+
+    arrays = [
+        ArrayShape(25, 8, 784, 784, 6272, False, 0),
+        ArrayShape(72, 16, 196, 1568, 3136, False, 1, ff_ops_in=1568),
+        ArrayShape(144, 16, 196, 3136, 3136, True, 1),
+        ArrayShape(3136, 10, 1, 3136, 10, False, 2),
+    ]
+    led = Ledger()
+    for k, sweeps in enumerate([1, 7, 1]):
+        led.relax("free", arrays, 2, sweeps, block=k)
+    assert settle_steps(led, "free") == 2 * 1 * 784 + 2 * 7 * 196 + 2 * 1 * 1
+    dense = Ledger()
+    dense.relax("free", [784, 100, 10], 3, 15)
+    assert settle_steps(dense, "free") == dense.count("sweeps", "free") == 45

@@ -2,10 +2,13 @@
 
 The schedule, for one copy of the network on the arrays it uses:
 
-* **Settling.** Every array of the network settles at once: the layers are coupled both ways
-  (a Hopfield or resistive network is one circuit), so a sweep of the whole network lasts one
-  settle step, the simulated settle time per sweep when the ledger has one, else
-  ``timing.settle_tau``. The DACs drive all rows at once when a relaxation starts.
+* **Settling.** Every array of an energy-based block settles at once: the layers are coupled
+  both ways (a Hopfield or resistive network is one circuit), so a sweep lasts one settle step
+  per use of the block's most-used array (a convolution's kernel, held once, visits its output
+  positions one after another; a dense array has one use), and the blocks of a hybrid network
+  settle one after another. A settle step lasts the simulated settle time per sweep when the
+  ledger has one, else ``timing.settle_tau``. The DACs drive all rows at once when a
+  relaxation starts.
 * **Read-out.** At equilibrium (and after every sweep when every sweep converts) the network is
   held for one read cycle while the ADCs convert. An array's ``array.adcs_per_array`` ADCs share
   its columns, each converting ``timing.adc_rate`` values per second; the column tiles of a
@@ -58,6 +61,18 @@ def sweep_time(ledger: Ledger, phase: str, spec: ChipSpec) -> float:
     """Time (s) of one settle step in ``phase``: simulated if recorded, else ``settle_tau``."""
     settle, sweeps = ledger.count("settle_s", phase), ledger.count("sweeps", phase)
     return settle / sweeps if settle > 0 and sweeps else spec.timing.settle_tau
+
+
+def settle_steps(ledger: Ledger, phase: str) -> float:
+    """Settle steps of ``phase``: its sweeps, each lasting as many steps as the most-used array
+    of its block has uses (one kernel copy reads a convolution's positions one after another);
+    the blocks of a hybrid network settle one after another. Equal to the phase's sweeps for a
+    network of dense arrays in one block."""
+    per_block: dict[int, float] = {}
+    for k, a in enumerate(ledger.array_shapes()):
+        steps = ledger.count("node_sweeps", phase, k) / a.out_units * a.uses
+        per_block[a.block] = max(per_block.get(a.block, 0.0), steps)
+    return sum(per_block.values())
 
 
 def readouts(ledger: Ledger, phase: str) -> float:
@@ -137,7 +152,7 @@ def phase_parts(ledger: Ledger, phase: str, spec: ChipSpec | str | None = None) 
             programming=programming_time(ledger, spec, phase),
         )
     return PhaseParts(
-        settle=ledger.count("sweeps", phase) * sweep_time(ledger, phase, spec),
+        settle=settle_steps(ledger, phase) * sweep_time(ledger, phase, spec),
         readout=readouts(ledger, phase) * readout_time(ledger, phase, spec),
         digital=(ops8 + fp32) / rate,
     )

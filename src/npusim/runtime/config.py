@@ -33,8 +33,8 @@ MODEL_DEFAULTS: dict[str, dict] = {
         "beta": 0.2,
         "sweeps": 15,
         "batch_size": 16,
-        "lrs": [0.05, 0.05],
-        "epochs": 20,
+        "lrs": [0.1, 0.1],
+        "epochs": 30,
         "lr_decay": 0.92,
     },
     "drn": {
@@ -179,7 +179,7 @@ class TrainConfig:
         hi=4,
         unit="pixels",
         help="random shift of training images",
-        default_text="1; digits 0",
+        default_text="1; hybrid 2; digits 0",
     )
     flip: bool = option(
         False,
@@ -221,8 +221,9 @@ class TrainConfig:
         self.validate(partial=True)
         d = MODEL_DEFAULTS[self.model]
         out = TrainConfig(**asdict(self))
-        if out.augment is None:  # shift 28×28 images by up to 1 pixel; 8×8 digits not at all
-            out.augment = 0 if out.dataset == "digits" else 1
+        if out.augment is None:  # shift 28×28 images by up to 1 pixel (a hybrid network's
+            # convolutions by 2); 8×8 digits not at all
+            out.augment = 0 if out.dataset == "digits" else 2 if out.model == "hybrid" else 1
         for key in ("beta", "sweeps", "batch_size", "epochs", "lr_decay"):
             if getattr(out, key) is None:
                 setattr(out, key, d[key])

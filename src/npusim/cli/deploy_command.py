@@ -56,11 +56,11 @@ def run_deploy(a: argparse.Namespace) -> int:
     from npusim.deploy.hwa import drift_errors, error_rate, fit, hwa_train
     from npusim.deploy.models import is_conv, load_model, mlp
     from npusim.runtime.io import atomic_json
+    from npusim.runtime.threads import apply_default_threads
 
-    if a.threads is not None:
-        if a.threads < 1:
-            raise DeployError(f"--threads must be >= 1, got {a.threads}")
-        torch.set_num_threads(a.threads)
+    if a.threads is not None and a.threads < 1:
+        raise DeployError(f"--threads must be >= 1, got {a.threads}")
+    apply_default_threads(a.threads)
     for name in ("repeats", "calibration"):
         if getattr(a, name) < 1:
             raise DeployError(f"--{name} must be >= 1, got {getattr(a, name)}")

@@ -88,12 +88,11 @@ def _note(text: str) -> None:
 
 
 def _setup(a: argparse.Namespace):  # noqa: ANN202
-    import torch
 
     from npusim.deploy.lm import load_corpus, model_dir
+    from npusim.runtime.threads import apply_default_threads
 
-    if a.threads is not None:
-        torch.set_num_threads(a.threads)
+    apply_default_threads(a.threads)
     return load_corpus(a.text), model_dir(a.model_dir)
 
 

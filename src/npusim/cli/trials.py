@@ -190,7 +190,6 @@ def _run_trial(
     epoch lines prefixed with the trial's name, user errors returned, not raised; ``tables``:
     print the run's energy tables (default: when not ``quiet``; its report files are written
     either way)."""
-    import torch
     from rich.console import Console
 
     from npusim.core.errors import NpusimError
@@ -198,9 +197,9 @@ def _run_trial(
     from npusim.report import report_ledger
     from npusim.runtime.ledger import Ledger
     from npusim.runtime.run import train_run
+    from npusim.runtime.threads import apply_default_threads
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    apply_default_threads(threads)
     cfg = t.cfg
     scale = drn_power_scale_w(cfg.chip, cfg.input_gain) if cfg.model == "drn" else None
     log = (lambda s: print(f"[{t.name}] {s}", flush=True)) if quiet else None

@@ -90,7 +90,8 @@ class HopfieldBlock:
         (default all zeros), stopping after ``sweeps`` sweeps or once no unit moves by more
         than ``tol``. A one-layer block is exact after one sweep. ``beta`` (a float, or one per
         sample of shape (batch, 1)) nudges the last layer towards ``target`` or along
-        ``delta``; ``drive``: ``A_1(u) + b_1`` when the caller already has it."""
+        ``delta``; ``drive``: ``A_1(u) + b_1`` when the caller already has it (then it may
+        hold several copies of the batch ``u``, e.g. the +β and −β phases side by side)."""
         if sweeps < 1:
             raise ValueError(f"sweeps must be >= 1, got {sweeps}")
         nudged = isinstance(beta, Tensor) or beta != 0.0
@@ -118,15 +119,15 @@ class HopfieldBlock:
                 elif delta is not None and nudged:
                     d = d - b * delta
                 state[j] = d.clamp(0.0, 1.0)
-            if check:
-                residual = (
-                    0.0
-                    if m == 1
-                    else max(
+            if check:  # a NaN or inf anywhere makes the residual (or the one layer's sum) NaN
+                if m == 1:
+                    residual, finite = 0.0, math.isfinite(float(state[0].detach().sum()))
+                else:
+                    residual = max(
                         float((s - o).detach().abs().max()) for s, o in zip(state, old, strict=True)
                     )
-                )
-                if not all(bool(torch.isfinite(s).all()) for s in state):
+                    finite = math.isfinite(residual)
+                if not finite:
                     raise RelaxationDiverged(
                         "relaxation diverged (NaN/inf in a block's state); lower the learning "
                         "rate or check the parameters"

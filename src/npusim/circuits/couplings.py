@@ -22,6 +22,7 @@ from abc import ABC, abstractmethod
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.grad import conv2d_weight
 
 from npusim.core.outer import OuterProduct
 
@@ -149,8 +150,9 @@ class Conv(Coupling):
         return F.conv_transpose2d(d, self._kernel(), None, self.stride, self.padding, self._extra)
 
     def weight_grad(self, a: Tensor, b: Tensor) -> Tensor:
-        patches = F.unfold(a, self.kernel, padding=self.padding, stride=self.stride)
-        rows = patches.shape[1]
-        left = patches.transpose(1, 2).reshape(-1, rows)  # (batch·positions, C_in·k·k)
-        right = b.flatten(2).transpose(1, 2).reshape(-1, self.out_shape[0])
-        return left.t() @ right
+        """Σ over batch and positions of patch ⊗ output (the convolution's weight gradient,
+        computed as torch's convolution backward does), as the crossbar ``(C_in·k·k, C_out)``."""
+        c_out = self.out_shape[0]
+        shape = (c_out, self.in_shape[0], self.kernel, self.kernel)
+        g = conv2d_weight(a, shape, b, self.stride, self.padding)
+        return g.reshape(c_out, -1).t()

@@ -31,6 +31,7 @@ from npusim.core.phases import Phase
 def _nudged(
     block,
     u: Tensor,
+    drive: Tensor,
     free: Relaxation,
     beta: float,
     variant: str,
@@ -38,10 +39,11 @@ def _nudged(
     sweeps: int,
     tol: float,
 ) -> tuple[dict[Phase, Relaxation], list[Tensor], list[Tensor], float]:
-    """The block's nudged phases and the two equilibria (and scale) its gradient reads."""
+    """The block's nudged phases and the two equilibria (and scale) its gradient reads
+    (``drive``: the block's input drive, computed once for all its phases)."""
     if variant != "centered":
         b = beta if variant == "positive" else -beta
-        rel = block.relax(u, free.state, beta=b, sweeps=sweeps, tol=tol, **cue)
+        rel = block.relax(u, free.state, beta=b, sweeps=sweeps, tol=tol, drive=drive, **cue)
         if variant == "positive":
             return {Phase.NUDGED_PLUS: rel}, rel.state, free.state, 1.0 / beta
         return {Phase.NUDGED_MINUS: rel}, free.state, rel.state, 1.0 / beta
@@ -49,8 +51,8 @@ def _nudged(
     betas = torch.full((2 * n, 1), beta, dtype=free.state[0].dtype)
     betas[n:] = -beta
     both = block.relax(
-        torch.cat([u, u]), [torch.cat([s, s]) for s in free.state], beta=betas,
-        sweeps=sweeps, tol=tol, **{k: torch.cat([v, v]) for k, v in cue.items()},
+        u, [torch.cat([s, s]) for s in free.state], beta=betas, sweeps=sweeps, tol=tol,
+        drive=torch.cat([drive, drive]), **{k: torch.cat([v, v]) for k, v in cue.items()},
     )  # fmt: skip
     plus = Relaxation([s[:n] for s in both.state], both.residual, both.sweeps)
     minus = Relaxation([s[n:] for s in both.state], both.residual, both.sweeps)
@@ -93,11 +95,13 @@ def chained_eqprop(
     """The chained BP–EP estimate of ``∂L/∂θ`` (``L`` = batch mean of ``½‖s_L − t‖²``) in the
     order of ``model.params()``; ``read``: how the chip reads the equilibria (None: exactly)."""
     inputs: list[Tensor] = []
+    drives: list[Tensor] = []
     frees: list[Relaxation] = []
     prev = None
     for k, block in enumerate(model.blocks):
         u = model.block_input(k, x, prev)
-        frees.append(block.relax(u, sweeps=free_sweeps or sweeps, tol=tol))
+        drives.append(block.couplings[0].drive(u))
+        frees.append(block.relax(u, sweeps=free_sweeps or sweeps, tol=tol, drive=drives[-1]))
         inputs.append(u)
         prev = frees[-1].state[-1]
     last = len(model.blocks) - 1
@@ -106,7 +110,9 @@ def chained_eqprop(
     cue: dict[str, Tensor] = {"target": target.to(prev.dtype)}
     for k in range(last, -1, -1):
         block, u = model.blocks[k], inputs[k]
-        phases, a, b, scale = _nudged(block, u, frees[k], beta, variant, cue, sweeps, tol)
+        phases, a, b, scale = _nudged(
+            block, u, drives[k], frees[k], beta, variant, cue, sweeps, tol
+        )
         blocks[k].update(phases)
         if read is not None:
             a, b = read(a), read(b)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from npusim.circuits import DeepHopfield
 from npusim.circuits.arch import ArchError, parse_arch
 from npusim.circuits.block import HopfieldBlock
-from npusim.circuits.couplings import Conv, Dense
+from npusim.circuits.couplings import Conv, Dense, Pooled
 from npusim.circuits.hybrid import HybridNetwork
 from npusim.core.outer import dense
 from npusim.learning.estimators import Backprop, EqProp
@@ -41,6 +41,21 @@ def test_conv_adjoint_and_weight_gradient_match_autograd(k: int, s: int, p: int)
     # the crossbar over unfolded patches computes the same convolution as torch's layer
     kernel = cp.weight.t().reshape(3, 2, k, k)
     assert torch.allclose(cp.drive(a.detach()), F.conv2d(a.detach(), kernel, cp.bias, s, p))
+
+
+def test_average_pool_inside_a_block_is_an_exact_adjoint_pair() -> None:
+    """``A = conv ∘ avgpool`` on a 9×9 layer (the pooling drops the odd edge): ``Aᵀ`` and the
+    crossbar gradient equal autograd's."""
+    cp = Pooled((2, 9, 9), 2, lambda shape: Conv(shape, 3, 3, 1, 1))
+    cp.init_weight(1.0, torch.Generator().manual_seed(0), D)
+    a = torch.rand(4, 2, 9, 9, dtype=D, requires_grad=True)
+    d = torch.rand(4, *cp.out_shape, dtype=D)
+    w = cp.weight.requires_grad_(True)
+    ga, gw = torch.autograd.grad((d * cp.drive(a)).sum(), [a, w])
+    w.requires_grad_(False)
+    assert cp.out_shape == (3, 4, 4) and cp.uses == 16 and cp.rows == 18
+    assert torch.allclose(cp.adjoint(d), ga, atol=1e-12)
+    assert torch.allclose(dense(cp.weight_grad(a.detach(), d)), gw, atol=1e-12)
 
 
 def _block(seed: int = 0) -> HopfieldBlock:
@@ -99,7 +114,12 @@ def _cosine(a: list, b: list) -> float:
 
 @pytest.mark.parametrize(
     "arch",
-    ["conv3k3-conv4k3-pool|fc8|fc10", "conv4k3-pool|fc12-fc10", "conv4k3s2p0-avgpool|fc10"],
+    [
+        "conv3k3-conv4k3-pool|fc8|fc10",
+        "conv4k3-pool|fc12-fc10",
+        "conv4k3s2p0-avgpool|fc10",
+        "conv4k3-apool-conv6k3-apool-fc10",
+    ],
 )
 @pytest.mark.parametrize("variant", ["centered", "positive"])
 def test_chained_bp_ep_agrees_with_autograd_through_the_whole_network(
@@ -144,6 +164,8 @@ def test_architecture_strings() -> None:
     assert [len(layers) for _, layers in stages] == [1, 2, 1]
     assert stages[1][1][0].padding == 1 and stages[2][0][0].size == 3
     assert [len(layers) for _, layers in parse_arch("dhn-3h-split2")] == [2, 2]
+    one = parse_arch("conv8k5-apool-conv16k5-apool3-fc10")
+    assert len(one) == 1 and [x.pool_in for x in one[0][1]] == [0, 2, 3]
     for bad, words in [
         ("conv8x-fc10", "not one of"),
         ("fc10-pool", "must end with a weight layer"),
@@ -151,6 +173,9 @@ def test_architecture_strings() -> None:
         ("conv8--fc10", "empty item"),
         ("conv0-fc10", "outside"),
         ("conv8", "dense output layer"),
+        ("apool-conv8-fc10", "between two weight layers"),
+        ("conv8-apool|fc10", "between two weight layers"),
+        ("conv8-apool-pool-fc10", "between two weight layers"),
     ]:
         with pytest.raises(ArchError, match=words):
             parse_arch(bad)

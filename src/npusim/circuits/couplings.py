@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -156,3 +157,61 @@ class Conv(Coupling):
         shape = (c_out, self.in_shape[0], self.kernel, self.kernel)
         g = conv2d_weight(a, shape, b, self.stride, self.padding)
         return g.reshape(c_out, -1).t()
+
+
+class Pooled(Coupling):
+    """``A(a) = inner(avgpool(a))``: average pooling over ``size × size`` windows (stride
+    ``size``) before a weight layer, inside an energy-based block. Pooling by averaging is
+    linear, so the energy stays a sum of bilinear terms and every layer's update stays exact;
+    ``Aᵀ`` spreads each pooled value back over its window (divided by ``size²``; units the
+    pooling drops at an odd edge get none). The crossbar is ``inner``'s."""
+
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        size: int,
+        inner: Callable[[tuple[int, int, int]], Coupling],
+    ) -> None:
+        c, h, w = in_shape
+        if h < size or w < size:
+            raise ValueError(f"a {size}×{size} average pool does not fit a {h}×{w} layer")
+        self.size, self.in_shape = size, (c, h, w)
+        self.inner = inner((c, h // size, w // size))
+        self.out_shape = self.inner.out_shape
+
+    @property
+    def weight(self) -> Tensor:  # type: ignore[override]
+        return self.inner.weight
+
+    @property
+    def bias(self) -> Tensor:  # type: ignore[override]
+        return self.inner.bias
+
+    @property
+    def rows(self) -> int:
+        return self.inner.rows
+
+    @property
+    def uses(self) -> int:
+        return self.inner.uses
+
+    def init_weight(self, gain: float, g: torch.Generator, dtype: torch.dtype) -> None:
+        self.inner.init_weight(gain, g, dtype)
+
+    def _pool(self, a: Tensor) -> Tensor:
+        return F.avg_pool2d(a, self.size, self.size)
+
+    def drive(self, a: Tensor) -> Tensor:
+        return self.inner.drive(self._pool(a))
+
+    def adjoint(self, d: Tensor) -> Tensor:
+        k = self.size
+        g = self.inner.adjoint(d).repeat_interleave(k, -2).repeat_interleave(k, -1) / (k * k)
+        _, h, w = self.in_shape
+        return F.pad(g, (0, w - g.shape[-1], 0, h - g.shape[-2]))
+
+    def weight_grad(self, a: Tensor, b: Tensor) -> Tensor | OuterProduct:
+        return self.inner.weight_grad(self._pool(a), b)
+
+    def bias_grad(self, b: Tensor) -> Tensor:
+        return self.inner.bias_grad(b)

@@ -14,6 +14,7 @@ of the chip; the activations moved between blocks pass through the chip's conver
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ from torch import Tensor
 
 from npusim.circuits.arch import Layer, Pool, parse_arch
 from npusim.circuits.block import HopfieldBlock
-from npusim.circuits.couplings import Conv, Coupling, Dense
+from npusim.circuits.couplings import Conv, Coupling, Dense, Pooled
 from npusim.circuits.layered import LayeredNetwork
 from npusim.core.interfaces import ArrayShape, Reader, Relaxation, Update
 
@@ -33,6 +34,11 @@ def pool(spec: Pool, s: Tensor) -> Tensor:
 
 
 def _coupling(layer: Layer, in_shape: tuple[int, ...]) -> Coupling:
+    if layer.pool_in:
+        if len(in_shape) != 3:
+            raise ValueError(f"an average pool needs image units, got units of shape {in_shape}")
+        plain = replace(layer, pool_in=0)
+        return Pooled(in_shape, layer.pool_in, lambda shape: _coupling(plain, shape))  # type: ignore[arg-type]
     if layer.kind == "fc":
         return Dense(in_shape, layer.size)
     if len(in_shape) != 3:

@@ -179,10 +179,12 @@ def test_architecture_strings() -> None:
     ]:
         with pytest.raises(ArchError, match=words):
             parse_arch(bad)
-    with pytest.raises(ValueError, match="fc10"):
+    with pytest.raises(ArchError, match="fc10"):
         HybridNetwork("conv4-pool|fc12", (1, 8, 8), 10)
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ArchError, match="does not fit"):
         HybridNetwork("conv4k9p0-fc10", (1, 8, 8), 10)
+    with pytest.raises(ArchError, match="pool does not fit"):
+        HybridNetwork("fc16|pool|fc10", (1, 8, 8), 10)
 
 
 def _bars(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,6 +231,15 @@ def test_a_hybrid_conv_network_learns_synthetic_colour_images(chip: str) -> None
     assert [a.block for a in led.arrays] == [0, 1, 2] and led.arrays[0].uses == 100
     # each block's phases counted with the sweeps it ran: one-layer blocks settle in one sweep
     assert led.mean_sweeps("free") == 1.0
+
+
+def test_an_architecture_that_does_not_fit_the_data_is_one_error_line(tmp_path, capsys) -> None:
+    from npusim.cli.main import main
+
+    rc = main(["train", "--model", "hybrid", "--dataset", "digits", "--arch", "conv8k9p0-fc10",
+               "--out", str(tmp_path / "r"), "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "does not fit" in err
 
 
 def test_train_model_hybrid_writes_test_error(tmp_path) -> None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from npusim.circuits.arch import Layer, Pool, parse_arch
+from npusim.circuits.arch import ArchError, Layer, Pool, parse_arch
 from npusim.circuits.block import HopfieldBlock
 from npusim.circuits.couplings import Conv, Coupling, Dense, Pooled
 from npusim.circuits.layered import LayeredNetwork
@@ -67,8 +67,23 @@ class HybridNetwork:
         self.pools: list[tuple[Pool, ...]] = []
         self.blocks: list[HopfieldBlock] = []
         self.ff_ops: list[int] = []  # digital operations per sample before each block
+        try:
+            shape = self._build(parse_arch(arch), g)
+        except ValueError as e:  # a layer that does not fit the data: the user's architecture
+            raise ArchError(f"architecture {arch!r} on {self.in_shape} inputs: {e}") from None
+        if shape != (num_classes,):
+            raise ArchError(
+                f"architecture {arch!r}: the output layer has {math.prod(shape)} units; the data "
+                f"has {num_classes} classes (end the architecture with fc{num_classes})"
+            )
+        self.couplings = [c for b in self.blocks for c in b.couplings]
+        self.sizes = [math.prod(self.in_shape), *(c.out_units for c in self.couplings)]
+
+    def _build(self, stages: list, g: torch.Generator) -> tuple[int, ...]:
+        """Couplings and pooling blocks of ``stages``, initialised from ``g``; the output
+        layer's shape."""
         shape: tuple[int, ...] = self.in_shape
-        for pools, layers in parse_arch(arch):
+        for pools, layers in stages:
             ops = 0
             for p in pools:
                 if len(shape) != 3 or shape[1] < p.size or shape[2] < p.size:
@@ -78,19 +93,13 @@ class HybridNetwork:
             couplings = []
             for layer in layers:
                 c = _coupling(layer, shape)
-                c.init_weight(1.0, g, dtype)
+                c.init_weight(1.0, g, self.dtype)
                 couplings.append(c)
                 shape = c.out_shape
             self.pools.append(pools)
             self.blocks.append(HopfieldBlock(couplings))
             self.ff_ops.append(ops)
-        if shape != (num_classes,):
-            raise ValueError(
-                f"the output layer has {math.prod(shape)} units; the data has {num_classes} "
-                f"classes (end the architecture with fc{num_classes})"
-            )
-        self.couplings = [c for b in self.blocks for c in b.couplings]
-        self.sizes = [math.prod(self.in_shape), *(c.out_units for c in self.couplings)]
+        return shape
 
     # ---- what the chip holds ------------------------------------------------------------
     @property

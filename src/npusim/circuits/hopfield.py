@@ -49,6 +49,15 @@ class DeepHopfield(LayeredNetwork):
     def _output_curvature(self) -> float:
         return 1.0
 
+    def _fused_units(self) -> tuple:
+        """Every unit clamped to [0, 1], no division."""
+
+        def bounds():
+            lo = [torch.zeros(n, dtype=self.dtype) for n in self.sizes[1:-1]]
+            return None, lo, [torch.ones(n, dtype=self.dtype) for n in self.sizes[1:-1]], 0.0, 1.0
+
+        return self._memo("fused_units", (), bounds)
+
     def input_layer(self, x: Tensor) -> Tensor:
         return x.to(self.dtype)
 

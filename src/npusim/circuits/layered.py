@@ -22,6 +22,8 @@ from npusim.chip.spec import ChipSpec
 from npusim.core.errors import NpusimError
 from npusim.core.interfaces import ArrayShape, Relaxation, Update, dense_arrays
 
+FUSED_DTYPES = (torch.float32, torch.float64)
+
 
 class RelaxationDiverged(NpusimError, RuntimeError):
     """The relaxation produced NaN or inf: the network's parameters are unusable."""
@@ -197,6 +199,8 @@ class LayeredNetwork(ABC):
                 f"curvature {float(torch.as_tensor(self._output_curvature()).min()):.3g}); "
                 "lower --beta, or use --variant positive (no −β phase)"
             )
+        if self._can_fuse(x, state, beta, target):
+            return self._relax_fused(x, state, beta, target, sweeps, tol, tile)
         s_in, input_drive = self._input(x)
         if tile > 1:
             input_drive = input_drive.repeat(tile, 1)
@@ -227,6 +231,77 @@ class LayeredNetwork(ABC):
                 if residual <= tol:
                     break
         return Relaxation(state=state, residual=residual, sweeps=done)
+
+    # ---- the fused relaxation (npusim.circuits.fused) ----------------------------------------
+    fused: bool = True  # relax through the compiled sweep loop when it applies
+
+    def _fused_units(self) -> tuple | None:
+        """``(den, lo, hi, out_lo, out_hi)`` describing every unit for the fused relaxation:
+        hidden layer k's minimiser is ``clamp(drive / den[k−1], lo[k−1], hi[k−1])`` (``den``
+        None: no division), the output's ``clamp(·, out_lo, out_hi)``; None: not supported."""
+        return None
+
+    def _can_fuse(self, x: Tensor, state, beta, target) -> bool:
+        if not self.fused or self.num_layers < 2 or self.dtype not in FUSED_DTYPES:
+            return False
+        tensors = [x, *self.params(), *(state or ()), target, beta]
+        if any(isinstance(t, Tensor) and t.requires_grad for t in tensors):
+            return False  # backprop differentiates through the reference relaxation
+        if not all(p.is_contiguous() and p.dtype == self.dtype for p in self.params()):
+            return False
+        return self._fused_units() is not None
+
+    def _relax_fused(self, x, state, beta, target, sweeps, tol, tile) -> Relaxation:
+        """:meth:`relax` through :func:`npusim.circuits.fused.relax` (same semantics)."""
+        from npusim.circuits import fused
+
+        n0 = x.shape[0]
+        batch = n0 * tile
+        rows = n0 if n0 % fused.LANES == 0 else batch  # whole chunks are reused by each tile
+        w, b = self.weights[0], self.biases[0]
+        drive = self._memo(
+            "drive",
+            (x, w, b),
+            lambda: fused.input_drive(self.input_layer(x), w, b, wide=not self.normalised_states),
+        )
+        base = self._memo(f"lanes{rows // n0}", (x, w, b), lambda: fused.chunked(drive, rows))
+        c = self._output_curvature()
+        dt = self.dtype
+        if isinstance(beta, Tensor):  # as the reference's per-sample ``post``
+            scale = 1.0 / (c + beta.to(dt))
+            offset = beta * target.to(dt) * scale
+        elif beta == 0.0:
+            scale, offset = 1.0 / c, 0.0
+        elif math.isinf(beta):
+            scale, offset = 0.0 * c, target.to(dt)
+        else:
+            scale, offset = 1.0 / (c + beta), (beta / (c + beta)) * target.to(dt)
+        n_out = self.sizes[-1]
+        scale = torch.as_tensor(scale, dtype=dt).expand(batch, n_out)
+        offset = torch.as_tensor(offset, dtype=dt).expand(batch, n_out)
+        units = self._fused_units()
+        params = self.params()
+        key = (tuple(id(t) for t in params), tuple(id(t) for t in (*units[1], *units[2])))
+        hit = self.__dict__.get("_fused_plan")
+        if hit is None or hit[0] != key:  # views of the parameters: kept while they are
+            hit = self.__dict__["_fused_plan"] = (
+                key,
+                params,
+                units,
+                fused.Plan(self.sizes, params, units),
+            )
+        plan = hit[3]
+        out, done, residual = fused.relax(
+            plan, [self._transposed(k) for k in range(1, self.num_layers)],
+            None if units[0] is None else units[0], base, batch,
+            None if state is None else list(state), scale, offset, sweeps=sweeps, tol=tol,
+        )  # fmt: skip
+        if not math.isfinite(residual):
+            raise RelaxationDiverged(
+                "relaxation diverged (NaN/inf in the network state); "
+                "lower the learning rate or check the parameters"
+            )
+        return Relaxation(state=out, residual=residual, sweeps=done)
 
     def predict(self, x: Tensor, sweeps: int = 15) -> Tensor:
         """Class predicted for each sample: argmax of the free equilibrium's output."""

@@ -152,6 +152,12 @@ class DeepResistive(LayeredNetwork):
         self._den = self._node_conductances()  # read once per relaxation, not per sweep
         return super().relax(x, state, **kw)
 
+    def _fused_units(self) -> tuple | None:
+        """Ideal diodes: ``clamp(drive / ΣG, lo, hi)``; linear outputs. Shockley: not fused."""
+        if self.diode != "ideal":
+            return None
+        return self._node_conductances()[:-1], self._lo, self._hi, -math.inf, math.inf
+
     def _layer_solve(self, k: int, drive: Tensor) -> Tensor:
         if self.diode == "shockley":
             return shockley.layer_solve(

@@ -1,0 +1,284 @@
+"""The relaxation of a layered network (:meth:`LayeredNetwork.relax`) as one compiled call.
+
+The reference relaxation runs each sweep as a handful of small torch operations per layer; for
+the narrow layers of a classifier (a 1,024-unit hidden layer against 10 outputs) every one of
+them costs more in dispatch and in small-matrix inefficiency than in arithmetic. Here the whole
+sweep loop is one numba call over a lane layout: samples in chunks of 16 lanes (one vector
+register per unit), each unit's drive accumulated in registers over its neighbours in order,
+four units at a time (:mod:`npusim.circuits._lanes`).
+
+Same arithmetic as the reference up to float rounding: each sum runs in input order (a BLAS
+product orders it otherwise), no fast-math (NaN and inf propagate, so a diverged relaxation is
+still caught), and a scalar β is applied after the product instead of folded into the weights.
+Layer order, the stopping rule on ``tol``, ``residual`` (max |change| of the last sweep) and
+``sweeps`` are exactly the reference's.
+
+Used by :meth:`LayeredNetwork.relax` when the network describes its units
+(:meth:`LayeredNetwork._fused_units`), it has a hidden layer, and no tensor involved requires
+grad (backprop differentiates through the reference).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numba
+import numpy as np
+import torch
+from numba import njit
+from torch import Tensor
+
+from npusim.circuits._lanes import _acc1, _acc4, _finish_hidden, _finish_output, _wide_hidden
+
+FEW = 64  # a hidden unit with fewer neighbours is updated alone (the drive in registers)
+
+LANES = 16
+
+
+@contextlib.contextmanager
+def _slp():
+    """Compile with LLVM's SLP vectoriser on (numba's default is off): the 16 scalar
+    accumulators of :mod:`_lanes` become one register. It never reorders float arithmetic."""
+    old = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        numba.config.SLP_VECTORIZE = old
+
+
+@njit(cache=True)
+def _update_layer(  # pragma: no cover - compiled
+    S, k, L, sizes, offs, base1, nbase, brows, wt, w, den, lo, hi, divide, sc, of, olo, ohi,
+    mask, t, res,
+):  # fmt: skip
+    """Exact minimiser of free layer ``k`` (1-based) for every chunk of 16 samples, in place."""
+    n = sizes[k]
+    nd = sizes[k - 1] if k >= 2 else 0
+    nu = sizes[k + 1] if k < L else 0
+    for c in range(S.shape[0]):
+        rows = S[c]
+        m = mask[c]
+        base = base1[c % nbase] if k == 1 else brows[offs[k] : offs[k] + n]
+        if k < L and nd + nu < FEW:
+            h = k - 1
+            _wide_hidden(
+                rows, offs[k], n, base, wt[k - 2] if k >= 2 else w[k - 1], offs[k - 1], nd,
+                w[k - 1], offs[k + 1], nu, den[h], lo[h], hi[h], divide, m, res,
+            )  # fmt: skip
+            continue
+        j = 0
+        while j < n:
+            u4 = n >= 4
+            if u4 and j + 4 > n:
+                j = n - 4  # overlap the last block: recomputes identical values
+            cnt = 4 if u4 else 1
+            for u in range(cnt):
+                tu = t[u]
+                src = base[j + u]
+                for lane in range(16):
+                    tu[lane] = src[lane]
+            if k >= 2:  # from layer k-1 through W_{k-1}ᵀ (rows: units of layer k)
+                wd = wt[k - 2]
+                if u4:
+                    _acc4(
+                        t, wd[j], wd[j + 1], wd[j + 2], wd[j + 3], rows, offs[k - 1], sizes[k - 1]
+                    )
+                else:
+                    _acc1(t, wd[j], rows, offs[k - 1], sizes[k - 1])
+            if k < L:  # from layer k+1 through W_k
+                wu = w[k - 1]
+                if u4:
+                    _acc4(
+                        t, wu[j], wu[j + 1], wu[j + 2], wu[j + 3], rows, offs[k + 1], sizes[k + 1]
+                    )
+                else:
+                    _acc1(t, wu[j], rows, offs[k + 1], sizes[k + 1])
+            for u in range(cnt):
+                row = rows[offs[k] + j + u]
+                if k < L:
+                    h = k - 1
+                    _finish_hidden(
+                        t[u], row, den[h][j + u], lo[h][j + u], hi[h][j + u], divide, m, res
+                    )
+                else:
+                    _finish_output(t[u], row, sc[c, j + u], of[c, j + u], olo, ohi, m, res)
+            j += cnt
+
+
+@njit(cache=True)
+def _relax(  # pragma: no cover - compiled
+    init, has_init, out, L, sizes, offs, base1, nbase, wt, w, bias, den, lo, hi, divide,
+    scale, offset, olo, ohi, sweeps, tol,
+):  # fmt: skip
+    """The sweep loop: odd layers, then even layers; returns (sweeps run, last residual).
+
+    ``init``: the free layers' initial states (batch, n_k) (unless ``has_init``: zeros);
+    ``out``: where the final states go; ``scale``, ``offset``: (batch, n_L) output operator."""
+    dt = base1.dtype
+    batch = out[0].shape[0]
+    nch = (batch + 15) // 16
+    S = np.zeros((nch, offs[L + 1], 16), dt)
+    if has_init:
+        for k in range(L):
+            _pack(S, offs[k + 1], init[k], batch)
+    mask = np.zeros((nch, 16), dt)
+    for r in range(batch):
+        mask[r // 16, r % 16] = 1.0
+    sc = np.zeros((nch, sizes[L], 16), dt)
+    of = np.zeros_like(sc)
+    _pack(sc, 0, scale, batch)
+    _pack(of, 0, offset, batch)
+    brows = np.zeros((offs[L + 1], 16), dt)  # bias b_{k−1} of layers k ≥ 2, on every lane
+    for k in range(2, L + 1):
+        b = bias[k - 1]
+        for j in range(sizes[k]):
+            brows[offs[k] + j, :] = b[j]
+    t = np.zeros((4, 16), dt)
+    res = np.zeros(16, dt)
+    residual = np.inf
+    done = 0
+    for done in range(1, sweeps + 1):
+        res[:] = 0
+        for parity in (1, 2):
+            for k in range(parity, L + 1, 2):
+                _update_layer(
+                    S, k, L, sizes, offs, base1, nbase, brows, wt, w, den, lo, hi, divide, sc,
+                    of, olo, ohi, mask, t, res,
+                )  # fmt: skip
+        if tol > 0.0 or done == sweeps:
+            residual = 0.0
+            for r in res:
+                if not (residual >= r) or r != r:
+                    residual = r
+                    if r != r:
+                        break
+            if not (residual == residual and abs(residual) < np.inf):
+                break
+            if residual <= tol:
+                break
+    for k in range(L):
+        _unpack(out[k], S, offs[k + 1])
+    return done, residual
+
+
+@njit(cache=True)
+def _pack(dst, off, src, rows):  # pragma: no cover - compiled
+    """``dst[c, off + j, l] = src[(16c + l) mod len(src), j]`` for the ``rows`` lanes in use."""
+    n = src.shape[1]
+    for r in range(rows):
+        d = dst[r // 16]
+        lane = r % 16
+        s = src[r % src.shape[0]]
+        for j in range(n):
+            d[off + j, lane] = s[j]
+
+
+@njit(cache=True)
+def _unpack(dst, src, off):  # pragma: no cover - compiled
+    """``dst[r, j] = src[r // 16, off + j, r mod 16]``."""
+    n = dst.shape[1]
+    for r in range(dst.shape[0]):
+        s = src[r // 16]
+        lane = r % 16
+        d = dst[r]
+        for j in range(n):
+            d[j] = s[off + j, lane]
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+@njit(cache=True)
+def _drive_rows(s_in, w, b, d, o):  # pragma: no cover - compiled
+    """``d = b + s_in @ w`` row by row, zero inputs skipped, summed in order in ``o``'s type."""
+    n = w.shape[1]
+    for r in range(s_in.shape[0]):
+        for j in range(n):
+            o[j] = b[j]
+        x = s_in[r]
+        for i in range(s_in.shape[1]):
+            v = o.dtype.type(x[i])
+            if v != 0.0:
+                wr = w[i]
+                for j in range(n):
+                    o[j] += v * wr[j]
+        dr = d[r]
+        for j in range(n):
+            dr[j] = o[j]
+
+
+def input_drive(s_in: Tensor, w: Tensor, b: Tensor, wide: bool = False) -> np.ndarray:
+    """The input drive ``b + s_in @ w`` (batch, n_1); a zero input adds nothing (most pixels
+    are zero). ``wide``: sum in float64 and round once (an in-order float32 sum loses more than
+    a blocked BLAS product when terms cancel, as the DRN's ``[x, −x]`` inputs do)."""
+    wn = _np(w)
+    d = np.empty((s_in.shape[0], wn.shape[1]), wn.dtype)
+    _drive_rows(_np(s_in), wn, _np(b), d, np.empty(wn.shape[1], np.float64 if wide else wn.dtype))
+    return d
+
+
+def chunked(drive: np.ndarray, rows: int) -> np.ndarray:
+    """``drive`` (batch, n) in the lane layout (chunks, n, 16) for ``rows`` samples (row r
+    takes sample r mod batch: tiled copies), pad lanes zero."""
+    out = np.zeros(((rows + 15) // 16, drive.shape[1], 16), drive.dtype)
+    _pack(out, 0, drive, rows)
+    return out
+
+
+class Plan:
+    """What a relaxation needs of a network that does not change with its weights' values:
+    layer offsets, unit bounds, and numpy views of the parameters (in-place updates show)."""
+
+    def __init__(self, net_sizes: list[int], params: list[Tensor], units: tuple) -> None:
+        self.L = L = len(net_sizes) - 1
+        self.dtype = params[0].dtype
+        self.ndt = np.float32 if self.dtype == torch.float32 else np.float64
+        self.sizes = np.asarray(net_sizes, np.int64)
+        self.offs = np.zeros(L + 2, np.int64)  # offs[k]: first row of layer k (1-based)
+        self.offs[1:] = np.cumsum([0, *net_sizes[1:]])
+        weights, biases = params[:L], params[L:]
+        self.w = tuple(weights[k].numpy() for k in range(1, L))  # W_k: rows are units of k
+        self.bias = tuple(b.numpy() for b in biases)
+        den, lo, hi, olo, ohi = units
+        self.divide = den is not None
+        self.lo = tuple(t.numpy() for t in lo)
+        self.hi = tuple(t.numpy() for t in hi)
+        self.ones = tuple(np.ones(n, self.ndt) for n in net_sizes[1:-1])
+        self.olo, self.ohi = self.ndt(olo), self.ndt(ohi)
+
+
+def relax(
+    plan: Plan,
+    transposed: list[Tensor],
+    den: list[Tensor] | None,
+    base1: np.ndarray,
+    batch: int,
+    state: list[Tensor] | None,
+    scale: Tensor,
+    offset: Tensor,
+    *,
+    sweeps: int,
+    tol: float,
+) -> tuple[list[Tensor], int, float]:
+    """Relax ``batch`` samples (all tiles) of a layered network; returns (state, sweeps, residual).
+
+    ``plan``: the network's :class:`Plan`; ``transposed``: ``W_kᵀ`` contiguous for k = 1 ..
+    L−1; ``den``: per hidden layer the divisor of its drive (None: none); ``base1``:
+    :func:`chunked` input drive (whole chunks, reused cyclically by the tiles, or
+    all ``batch`` rows); ``scale``, ``offset``: (batch, n_L) output operator
+    ``s_L = clamp((s_{L−1} W_{L−1} + b_{L−1})·scale + offset, out_lo, out_hi)``.
+    """
+    p = plan
+    out = tuple(torch.empty(batch, int(n), dtype=p.dtype) for n in p.sizes[1:])
+    init = tuple(o.numpy() for o in out) if state is None else tuple(_np(s) for s in state)
+    with _slp():
+        done, residual = _relax(
+            init, state is not None, tuple(o.numpy() for o in out), p.L, p.sizes, p.offs,
+            base1, base1.shape[0],
+            tuple(_np(t) for t in transposed), p.w, p.bias,
+            p.ones if den is None else tuple(_np(d) for d in den), p.lo, p.hi, p.divide,
+            _np(scale), _np(offset), p.olo, p.ohi, sweeps, float(tol),
+        )  # fmt: skip
+    return list(out), int(done), float(residual)

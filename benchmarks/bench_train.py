@@ -9,6 +9,23 @@ Each line is one JSON object with ``name``, ``threads`` and ``samples_per_s`` (o
 relaxation is many small operations, so extra threads pay only for the large products and
 cost a great deal when the cores are shared with other work.
 
+Each ``train-<config>`` line also carries ``gflop_per_s``, the useful floating-point work of
+the training step per second, and ``fraction_of_peak``, that rate over the float32 matmul peak
+measured in the same run at the same thread count (the ``matmul-f32-2048`` line just before).
+Useful work of one step on a batch of B samples, layer sizes ``n_0 .. n_L`` (physical: the
+DRN's input layer is 2 × 784), S sweeps per phase (the free phase ``S_f``), centered EqProp
+(free phase on B rows, the ±β phases side by side on 2B rows), counted as dense products
+(2 FLOPs per multiply-add; elementwise work not counted)::
+
+    F = 2·B·n_0·n_1                                   input drive, shared by the phases
+      + 4·(B·S_f + 2B·S)·Σ_{k=1}^{L−1} n_k·n_{k+1}    each sweep: every inner weight read
+                                                      twice (drive of layer k+1 and of k)
+      + 2·r_0·n_0·n_1 + Σ_{k=1}^{L−1} 2·r_k·n_k·n_{k+1}   the rank-r weight updates
+
+with update ranks ``r_0 = B`` and ``r_k = 2B`` (the DHN's outer products), ``B + 1`` and
+``2B + 2`` for the DRN (its ΔV² row and column terms). ``gflop_per_s = F / B · samples_per_s``.
+(The fused relaxation skips zero inputs in the input drive; F still counts them.)
+
 Then one ``train-<config>-busy-neighbour`` line per configuration: the default thread choice
 (:func:`npusim.runtime.threads.apply_default_threads`, from the cores free when it is made)
 measured without and then with a busy-loop process pinned to one core beside it, side by side:
@@ -30,7 +47,7 @@ from npusim.runtime.config import TrainConfig
 from npusim.runtime.threads import apply_default_threads, busy_neighbour, free_cores
 from npusim.runtime.train import Trainer
 
-TARGETS = {"dhn-1h": 6000.0, "drn-1h": 1200.0}
+TARGETS = {"dhn-1h": 12000.0, "drn-1h": 3000.0}  # samples/s on 2 threads, idle machine
 
 
 def matmul_peak(n: int = 2048, reps: int = 10) -> float:
@@ -61,6 +78,24 @@ def training_throughput(cfg: TrainConfig, samples: int) -> float:
     return sps
 
 
+def step_flops(cfg: TrainConfig, sizes: list[int]) -> float:
+    """Useful FLOPs of one training step (centered EqProp) on a batch: the module docstring's
+    F, for physical layer sizes ``sizes``."""
+    b, s = cfg.batch_size, cfg.sweeps
+    s_free = cfg.free_sweeps or s
+    inner = sum(a * c for a, c in zip(sizes[1:-1], sizes[2:], strict=True))
+    extra = 1 if cfg.model == "drn" else 0  # the DRN's ΔV² row/column terms
+    drive = 2 * b * sizes[0] * sizes[1]
+    sweeps = 4 * (b * s_free + 2 * b * s) * inner
+    update = 2 * (b + extra) * sizes[0] * sizes[1] + 2 * (2 * b + 2 * extra) * inner
+    return float(drive + sweeps + update)
+
+
+def physical_sizes(cfg: TrainConfig) -> list[int]:
+    """Layer sizes of the configuration's network (the DRN duplicates its inputs)."""
+    return list(Trainer(cfg).model.sizes)
+
+
 def configurations() -> dict[str, TrainConfig]:
     common = dict(dataset="mnist5k", algorithm="eqprop", variant="centered", augment=0)
     return {
@@ -78,18 +113,24 @@ SAMPLES = {"dhn-1h": 3000, "drn-1h": 1200}
 
 def main() -> None:
     runs = configurations()
+    flops = {name: step_flops(cfg, physical_sizes(cfg)) for name, cfg in runs.items()}
     cores = os.cpu_count() or 1
     for threads in sorted({1, min(2, cores), cores}):
         torch.set_num_threads(threads)
-        _emit(name="matmul-f32-2048", gflop_per_s=round(matmul_peak(), 1), threads=threads)
+        peak = matmul_peak()
+        _emit(name="matmul-f32-2048", gflop_per_s=round(peak, 1), threads=threads)
         for name, cfg in runs.items():
             sps = training_throughput(cfg, SAMPLES[name])
+            rate = flops[name] / cfg.batch_size * sps / 1e9
             _emit(
                 name=f"train-{name}",
                 samples_per_s=round(sps, 1),
                 threads=threads,
                 target_samples_per_s=TARGETS[name],
                 ratio_to_target=round(sps / TARGETS[name], 2),
+                gflop_per_s=round(rate, 2),
+                mflop_per_step=round(flops[name] / 1e6, 2),
+                fraction_of_peak=round(rate / peak, 3),
             )
 
     for name, cfg in runs.items():

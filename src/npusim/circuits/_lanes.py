@@ -6,7 +6,7 @@ Edit the generator, not this file."""
 from numba import njit
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _acc4(t, w0, w1, w2, w3, rows, off, n):  # pragma: no cover - compiled
     """``t[u, l] += w_u[i]·rows[off + i, l]``, i = 0 .. n−1 in order; 4 unit(s)."""
     t0 = t[0]
@@ -229,7 +229,7 @@ def _acc4(t, w0, w1, w2, w3, rows, off, n):  # pragma: no cover - compiled
     t3[15] = a3_15
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _acc1(t, w0, rows, off, n):  # pragma: no cover - compiled
     """``t[u, l] += w_u[i]·rows[off + i, l]``, i = 0 .. n−1 in order; 1 unit(s)."""
     t0 = t[0]
@@ -302,7 +302,7 @@ def _acc1(t, w0, rows, off, n):  # pragma: no cover - compiled
     t0[15] = a0_15
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _finish_hidden(t, row, den, lo, hi, divide, mask, res):  # pragma: no cover
     """Hidden unit, 16 lanes: ``clamp(t / den, lo, hi)`` (divided if ``divide``)."""
     v = t[0] / den if divide else t[0]
@@ -435,7 +435,7 @@ def _finish_hidden(t, row, den, lo, hi, divide, mask, res):  # pragma: no cover
     row[15] = v
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _finish_output(t, row, sc, of, lo, hi, mask, res):  # pragma: no cover
     """Output unit, 16 lanes: ``clamp(t·sc + of, lo, hi)`` (per-lane nudging)."""
     v = t[0] * sc[0] + of[0]

@@ -8,7 +8,7 @@ L = 16  # lanes: one AVX-512 register of float32
 def acc(U):
     args = ", ".join(f"w{u}" for u in range(U))
     o = [
-        '@njit(cache=True, inline="always")',
+        "@njit(cache=True)",
         f"def _acc{U}(t, {args}, rows, off, n):  # pragma: no cover - compiled",
         f'    """``t[u, l] += w_u[i]·rows[off + i, l]``, i = 0 .. n−1 in order; {U} unit(s)."""',
     ]
@@ -29,7 +29,7 @@ def acc(U):
 def fin(kind):
     if kind == "hidden":
         head = [
-            '@njit(cache=True, inline="always")',
+            "@njit(cache=True)",
             "def _finish_hidden(t, row, den, lo, hi, divide, mask, res):  # pragma: no cover",
             '    """Hidden unit, 16 lanes: ``clamp(t / den, lo, hi)`` (divided if ``divide``)."""',
         ]
@@ -40,7 +40,7 @@ def fin(kind):
             body += _tail(l)
     else:
         head = [
-            '@njit(cache=True, inline="always")',
+            "@njit(cache=True)",
             "def _finish_output(t, row, sc, of, lo, hi, mask, res):  # pragma: no cover",
             '    """Output unit, 16 lanes: ``clamp(t·sc + of, lo, hi)`` (per-lane nudging)."""',
         ]

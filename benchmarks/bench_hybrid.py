@@ -59,29 +59,24 @@ def epoch(arch: str) -> tuple[float, float]:
     return SAMPLES / (time.perf_counter() - t0), sweeps / max(relaxations, 1)
 
 
+def compare(archs: tuple[str, ...]) -> None:
+    """One line per architecture, its speed-up against the first."""
+    base = None
+    for arch in archs:
+        sps, sweeps = epoch(arch)
+        base = base or sps
+        _emit(
+            name=f"hybrid-{arch}",
+            samples_per_s=round(sps, 1),
+            mean_sweeps_per_block=round(sweeps, 1),
+            speedup=round(sps / base, 2),
+            threads=torch.get_num_threads(),
+        )
+
+
 def main() -> None:
-    base = None
-    for arch in ("dhn-3h", "dhn-3h-split2", "dhn-3h-split4"):
-        sps, sweeps = epoch(arch)
-        base = base or sps
-        _emit(
-            name=f"hybrid-{arch}",
-            samples_per_s=round(sps, 1),
-            mean_sweeps_per_block=round(sweeps, 1),
-            speedup=round(sps / base, 2),
-            threads=torch.get_num_threads(),
-        )
-    base = None
-    for arch in ("mnist-conv-1block", "mnist-conv-avg", "mnist-conv"):
-        sps, sweeps = epoch(arch)
-        base = base or sps
-        _emit(
-            name=f"hybrid-{arch}",
-            samples_per_s=round(sps, 1),
-            mean_sweeps_per_block=round(sweeps, 1),
-            speedup=round(sps / base, 2),
-            threads=torch.get_num_threads(),
-        )
+    compare(("dhn-3h", "dhn-3h-split2", "dhn-3h-split4"))
+    compare(("mnist-conv-1block", "mnist-conv-avg", "mnist-conv"))
 
 
 def _emit(**fields) -> None:

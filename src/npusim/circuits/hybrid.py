@@ -25,6 +25,7 @@ from npusim.circuits.block import HopfieldBlock
 from npusim.circuits.couplings import Conv, Coupling, Dense, Pooled
 from npusim.circuits.layered import LayeredNetwork
 from npusim.core.interfaces import ArrayShape, Reader, Relaxation, Update
+from npusim.core.outer import dense
 
 
 def pool(spec: Pool, s: Tensor) -> Tensor:
@@ -125,11 +126,7 @@ class HybridNetwork:
         """Every array's weights, then every layer's biases."""
         return [c.weight for c in self.couplings] + [c.bias for c in self.couplings]
 
-    def load_params(self, params: list[Tensor]) -> None:
-        for p, q in zip(self.params(), params, strict=True):
-            if p.shape != q.shape:
-                raise ValueError(f"parameter shape {tuple(q.shape)} != {tuple(p.shape)}")
-            p.copy_(q)
+    load_params = LayeredNetwork.load_params  # copies into params(), shapes checked
 
     def block_sweeps(self, sweeps: int) -> list[int]:
         """Sweeps each block runs in a relaxation of ``sweeps`` (a one-layer block: 1)."""
@@ -190,8 +187,7 @@ class HybridNetwork:
 
     cost = staticmethod(LayeredNetwork.cost)
 
-    def predict(self, x: Tensor, sweeps: int = 15) -> Tensor:
-        return self.output(self.relax(x, sweeps=sweeps).state).argmax(1)
+    predict = LayeredNetwork.predict  # argmax of the free equilibrium's output
 
     def inputs(self, x: Tensor, state: list[Tensor]) -> list[Tensor]:
         """Each block's clamped input for the states ``state`` (their previous blocks)."""
@@ -215,10 +211,7 @@ class HybridNetwork:
 
     def param_grads(self, x: Tensor, state: list[Tensor]) -> list[Tensor]:
         zero = [torch.zeros_like(s) for s in state]
-        return [
-            g.dense() if not isinstance(g, Tensor) else g
-            for g in self.grad_difference(x, state, zero, 1.0)
-        ]
+        return [dense(g) for g in self.grad_difference(x, state, zero, 1.0)]
 
     def join(self, per_block: list[list[Update]]) -> list[Update]:
         """Per-block ``[weights…, biases…]`` lists as one list in the order of :meth:`params`."""

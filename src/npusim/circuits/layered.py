@@ -293,7 +293,7 @@ class LayeredNetwork(ABC):
         plan = hit[3]
         out, done, residual = fused.relax(
             plan, [self._transposed(k) for k in range(1, self.num_layers)],
-            None if units[0] is None else units[0], base, batch,
+            units[0], base, batch,
             None if state is None else list(state), scale, offset, sweeps=sweeps, tol=tol,
         )  # fmt: skip
         if not math.isfinite(residual):

@@ -14,6 +14,8 @@ the conductance normalised by g_max and s the tensor's weight scale.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ from torch import Tensor
 
 from npusim.chip.spec import DeviceSpec
 from npusim.core.outer import OuterProduct
-from npusim.devices import coincidence, kernel, pulsed
+from npusim.devices import coincidence, kernel, pulsed, torch_kernel
 from npusim.devices.ideal import add_exact, deliver
 from npusim.devices.pulsed import HI, LO, NOISE
 
@@ -31,6 +33,7 @@ _SEED_PULSES = 0x5EED_0002
 _SEED_DRIFT = 0x5EED_0003
 _SEED_REFRESH = 0x5EED_0004
 _SEED_PROGRAM = 0x5EED_0005
+KERNELS = ("auto", "numba", "torch")
 _EMPTY = np.zeros(0, np.float32)  # no digital accumulator: the kernel rounds the update
 
 
@@ -43,7 +46,9 @@ class DeviceSynapses:
     seed: draws the chip (device models, their assignment, faults) and the
     streams of programming randomness. w_max: per tensor, the full-swing |w| of a
     weight (default ``weight_range`` x the tensor's initial max |w|); an update rule's
-    zero-initialised fast arrays set it.
+    zero-initialised fast arrays set it. kernel_impl: ``numba`` (CPU only), ``torch``
+    (:mod:`npusim.devices.torch_kernel`, any torch device, the same pulses) or ``auto`` (torch
+    once the records live off the CPU, see :meth:`to`).
 
     Per weight one 16-byte record holds y+ and y- (conductance / g_max), both
     devices' bank rows and the pulses of the first device (:data:`kernel.RECORD`);
@@ -59,7 +64,13 @@ class DeviceSynapses:
         seed: int,
         on_device: list[bool] | None = None,
         w_max: list[float] | None = None,
+        kernel_impl: str = "auto",
     ) -> None:
+        if kernel_impl not in KERNELS:
+            raise ValueError(
+                f"kernel_impl must be one of {', '.join(KERNELS)}, got {kernel_impl!r}"
+            )
+        self.kernel_impl = kernel_impl
         if len(params) > kernel.MAX_TENSORS:
             raise ValueError(f"at most {kernel.MAX_TENSORS} parameter tensors, got {len(params)}")
         w_max_given = w_max
@@ -73,7 +84,8 @@ class DeviceSynapses:
         y_lo, _, self.step0 = pulsed.nominal_range(dev)
         self.span = 1.0 - y_lo
         self.bank = pulsed.sample_bank(dev, pulsed.BANK_SIZE, gen)
-        self._bank_np = self.bank.view(-1, 8).numpy()
+        self._bank_np = self.bank.view(-1, 8).numpy()  # numba's copy (stays on the CPU)
+        self._bank_t = self.bank.view(-1, 8)  # the torch kernel's, on the records' device
         self.noisy = dev.write_noise > 0
         self._endurance = int(min(dev.endurance, 2**31 - 1))  # pulses before a device wears out
         self.mode = kernel.ONE_DEVICE
@@ -140,11 +152,28 @@ class DeviceSynapses:
         """
         rec, d = self.rec[i], 2 if self.signed[i] else 1
         y, model = rec.view(torch.float32)[:, :d], rec.view(torch.int16)[:, 4 : 4 + d]
-        rec_np = rec.numpy().view(kernel.RECORD).reshape(-1)
+        rec_np = rec.numpy().view(kernel.RECORD).reshape(-1) if rec.device.type == "cpu" else None
         if i < len(self.y):
             self.y[i], self.model[i], self._rec_np[i] = y, model, rec_np
         else:
             self.y.append(y), self.model.append(model), self._rec_np.append(rec_np)
+
+    @property
+    def use_torch(self) -> bool:
+        """Whether updates run in the torch kernel (forced, or the records are off the CPU)."""
+        return self.kernel_impl == "torch" or self._bank_t.device.type != "cpu"
+
+    def to(self, device: torch.device | str) -> DeviceSynapses:
+        """Move the records, pulse counters and device models to ``device`` (the parameters
+        belong to the network, which moves them in place). Returns self."""
+        if self.kernel_impl == "numba" and torch.device(device).type != "cpu":
+            raise ValueError("the numba kernel runs on the CPU only; use kernel_impl='auto'")
+        self._bank_t = self._bank_t.to(device)
+        for i, rec in enumerate(self.rec):
+            if rec is not None:
+                self.rec[i], self.c1[i] = rec.to(device), self.c1[i].to(device)
+                self._bind(i)
+        return self
 
     def device_counts(self, i: int) -> Tensor | None:
         """Pulses received by each device of tensor ``i``, shape (numel, devices)."""
@@ -213,34 +242,56 @@ class DeviceSynapses:
         return pair_step
 
     # -- programming -----------------------------------------------------------------
+    def _run(self, i: int, key: np.uint64, x: Any, acc: Tensor | None = None) -> int:
+        """Program desired pulses ``x`` (dense rows, or an ``OuterProduct`` whose all-zero
+        ``left`` rows are skipped) into tensor ``i``'s devices: the numba kernel, or the torch
+        kernel when :attr:`use_torch`. Returns the pulses fired."""
+        p = self.params[i]
+        rows = p.shape[0]
+        outer = isinstance(x, OuterProduct)
+        mode = self.mode if self.signed[i] else kernel.ONE_DEVICE
+        stochastic, w = self.dev.rounding == "stochastic", p.detach().view(-1)
+        if self.use_torch:
+            flat = None if acc is None else acc.view(-1)
+            args = (int(key), stochastic, mode, self.rec[i], self.c1[i], self._bank_t)
+            args += (self.scale[i], w, self.noisy, self._endurance, flat)
+            if outer:
+                total = torch_kernel.apply_outer(_t32(x.left), _t32(x.right), *args)
+            else:
+                total = torch_kernel.apply_dense(_t32(x.reshape(rows, -1)), *args)
+        else:
+            kernel.set_threads(torch.get_num_threads())
+            total = np.zeros(rows, np.int64)
+            common = (
+                key, stochastic, mode, self._rec_np[i], self.c1[i].numpy(), self._bank_np,
+                np.float32(self.scale[i]), w.numpy(), self.noisy, self._endurance, total,
+                _EMPTY if acc is None else acc.view(-1).numpy(),
+            )  # fmt: skip
+            if outer:
+                kernel.apply_outer(_f32(x.left), _f32(x.right), *common)
+            else:
+                kernel.apply_dense(_f32(x.reshape(rows, -1)), *common)
+        torch.autograd.graph.increment_version(p)  # written in place behind torch's back
+        fired = int(total.sum())
+        self.total_pulses += fired
+        return fired
+
     @torch.no_grad()
     def apply(self, params: list[Tensor], deltas: list[Any]) -> None:
         """Turn each desired update into pulses, program the devices, update ``params``.
 
         A factored update ``leftᵀ right`` is expanded row by row inside the kernel.
         """
-        kernel.set_threads(torch.get_num_threads())
         for i, (p, dlt) in enumerate(zip(params, deltas, strict=True)):
             if self.y[i] is None:
                 add_exact(p, dlt, self.signed[i])
                 continue
             inv_unit = 1.0 / self._pulse_unit(i)
             key = np.uint64(kernel.stream_key(self.seed ^ _SEED_PULSES, self.updates, i))
-            rows = p.shape[0]
-            total = np.zeros(rows, np.int64)
-            common = (
-                key, self.dev.rounding == "stochastic",
-                self.mode if self.signed[i] else kernel.ONE_DEVICE, self._rec_np[i],
-                self.c1[i].numpy(), self._bank_np, np.float32(self.scale[i]),
-                p.detach().view(-1).numpy(), self.noisy, self._endurance, total,
-            )  # fmt: skip
             if hasattr(dlt, "left") and hasattr(dlt, "right"):  # factored outer product
-                left = _f32(dlt.left)
-                kernel.apply_outer(left, _f32(dlt.right * inv_unit), *common, _EMPTY)
+                self._run(i, key, OuterProduct(dlt.left, dlt.right * inv_unit))
             else:
-                kernel.apply_dense(_f32(dlt.reshape(rows, -1) * inv_unit), *common, _EMPTY)
-            torch.autograd.graph.increment_version(p)  # written in place behind torch's back
-            self.total_pulses += int(total.sum())
+                self._run(i, key, dlt * inv_unit)
         self.finish_update()
 
     @torch.no_grad()
@@ -253,26 +304,9 @@ class DeviceSynapses:
         adds ``pulses``, fires ``trunc`` of the sum and keeps the rest. Random streams are
         keyed by a counter of these calls, apart from :meth:`apply`'s. Returns pulses fired.
         """
-        kernel.set_threads(torch.get_num_threads())
-        p = self.params[i]
         key = np.uint64(kernel.stream_key(self.seed ^ _SEED_PROGRAM, self.programs, i))
         self.programs += 1
-        total = np.zeros(p.shape[0], np.int64)
-        common = (
-            key, self.dev.rounding == "stochastic",
-            self.mode if self.signed[i] else kernel.ONE_DEVICE, self._rec_np[i],
-            self.c1[i].numpy(), self._bank_np, np.float32(self.scale[i]),
-            p.detach().view(-1).numpy(), self.noisy, self._endurance, total,
-            _EMPTY if acc is None else acc.view(-1).numpy(),
-        )  # fmt: skip
-        if isinstance(pulses, OuterProduct):
-            kernel.apply_outer(_f32(pulses.left), _f32(pulses.right), *common)
-        else:
-            kernel.apply_dense(_f32(pulses.reshape(p.shape[0], -1)), *common)
-        torch.autograd.graph.increment_version(p)
-        fired = int(total.sum())
-        self.total_pulses += fired
-        return fired
+        return self._run(i, key, pulses, acc)
 
     @torch.no_grad()
     def program_batch(self, i: int, rows: Tensor, cols: Tensor | None = None) -> int:
@@ -280,23 +314,33 @@ class DeviceSynapses:
         one kernel call (:mod:`npusim.devices.coincidence`): the coincidence counts
         ``rows[s]ᵀ cols[s]`` of pulse trains (rows (S, BL, n_in), cols (S, BL, n_out)), or
         with ``cols`` None the counts ``rows[s]`` (S, n_in, n_out). Each sample draws its
-        write noise from its own stream, as one :meth:`program` call. Returns pulses fired."""
+        write noise from its own stream, as one :meth:`program` call. Returns pulses fired.
+        Runs in numba on the CPU (off the CPU: on copies, written back)."""
         kernel.set_threads(torch.get_num_threads())
-        p = self.params[i]
-        common = (
-            np.uint64(self.seed ^ _SEED_PROGRAM), self.programs, i,
-            self.mode if self.signed[i] else kernel.ONE_DEVICE, self._rec_np[i],
-            self.c1[i].numpy(), self._bank_np, np.float32(self.scale[i]),
-            p.detach().view(-1).numpy(), self.noisy, self._endurance,
-        )  # fmt: skip
-        if cols is None:
-            fired = coincidence.apply_counts(_f32(rows), *common)
-        else:
-            fired = coincidence.apply_trains(_f32(rows), _f32(cols), *common)
+        mode = self.mode if self.signed[i] else kernel.ONE_DEVICE
+        with self._numpy_state(i) as (rec, c1, w):
+            common = (
+                np.uint64(self.seed ^ _SEED_PROGRAM), self.programs, i, mode, rec, c1,
+                self._bank_np, np.float32(self.scale[i]), w, self.noisy, self._endurance,
+            )  # fmt: skip
+            if cols is None:
+                fired = coincidence.apply_counts(_f32(rows), *common)
+            else:
+                fired = coincidence.apply_trains(_f32(rows), _f32(cols), *common)
         self.programs += rows.shape[0]
-        torch.autograd.graph.increment_version(p)
         self.total_pulses += int(fired)
         return int(fired)
+
+    @contextmanager
+    def _numpy_state(self, i: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Tensor ``i``'s records (:data:`kernel.RECORD`), device-1 pulses and weights as numpy
+        arrays for a numba kernel: views on the CPU, else CPU copies written back after."""
+        w_dev = self.params[i].detach().view(-1)
+        rec, c1, w = self.rec[i].cpu(), self.c1[i].cpu(), w_dev.cpu()
+        yield rec.numpy().view(kernel.RECORD).reshape(-1), c1.numpy(), w.numpy()
+        if rec.data_ptr() != self.rec[i].data_ptr():
+            self.rec[i].copy_(rec), self.c1[i].copy_(c1), w_dev.copy_(w)
+        torch.autograd.graph.increment_version(self.params[i])
 
     def finish_update(self) -> None:
         """Count one update; refresh saturated pairs every ``refresh_interval`` updates."""
@@ -315,7 +359,8 @@ class DeviceSynapses:
         A one-sided (PCM-like) pair is re-programmed by one abrupt RESET of each device to
         its floor, then gradual SETs: 2 of its pulses per refreshed pair count as
         ``reset_pulses`` (priced at ``energy.reset_pulse``); other schemes move both
-        devices by gradual pulses only.
+        devices by gradual pulses only. Runs in numba on the CPU (off the CPU: on copies of
+        the records, written back; a refresh is rare).
         """
         kernel.set_threads(torch.get_num_threads())
         for i, y in enumerate(self.y):
@@ -323,13 +368,12 @@ class DeviceSynapses:
                 continue
             key = np.uint64(kernel.stream_key(self.seed ^ _SEED_REFRESH, self.updates, i))
             pairs, pulses = np.zeros(64, np.int64), np.zeros(64, np.int64)
-            kernel.refresh_pairs(
-                key, self.mode, np.float32(self.dev.refresh_level), np.float32(self.step0),
-                self._rec_np[i], self.c1[i].numpy(), self._bank_np, np.float32(self.scale[i]),
-                self.params[i].detach().view(-1).numpy(), self.noisy, self._endurance,
-                pairs, pulses,
-            )  # fmt: skip
-            torch.autograd.graph.increment_version(self.params[i])
+            with self._numpy_state(i) as (rec, c1, w):
+                kernel.refresh_pairs(
+                    key, self.mode, np.float32(self.dev.refresh_level), np.float32(self.step0),
+                    rec, c1, self._bank_np, np.float32(self.scale[i]), w, self.noisy,
+                    self._endurance, pairs, pulses,
+                )  # fmt: skip
             self.refreshes += int(pairs.sum())
             self.refresh_pulses += int(pulses.sum())
             self.total_pulses += int(pulses.sum())
@@ -359,10 +403,10 @@ class DeviceSynapses:
                 weights.append(p.detach().clone())
                 continue
             y = self.y[i]
-            nu = pulsed.sample_drift_nu(self.dev, tuple(y.shape), nu_gen)
+            nu = pulsed.sample_drift_nu(self.dev, tuple(y.shape), nu_gen).to(y.device)
             yt = pulsed.drift(y, nu, t_after_programming_s, self.dev.drift_t0)
             if self.dev.read_noise > 0:
-                noise = torch.randn(yt.shape, generator=generator)
+                noise = torch.randn(yt.shape, generator=generator).to(yt.device)
                 yt.add_(noise, alpha=self.dev.read_noise * self.span).clamp_(min=0.0)
             w = self._weights_from(i, yt)
             if self.dev.drift_compensation:
@@ -397,8 +441,8 @@ class DeviceSynapses:
         return {
             "kind": "devices",
             "seed": self.seed,
-            "rec": [None if t is None else t.clone() for t in self.rec],
-            "c1": [None if t is None else t.clone() for t in self.c1],
+            "rec": [None if t is None else t.cpu().clone() for t in self.rec],
+            "c1": [None if t is None else t.cpu().clone() for t in self.c1],
             "scale": list(self.scale),
             "updates": self.updates,
             "programs": self.programs,
@@ -414,7 +458,8 @@ class DeviceSynapses:
         if state.get("kind") != "devices" or int(state["seed"]) != self.seed:
             raise ValueError("synapse state was saved from a different chip (kind or seed differ)")
         for key in ("rec", "c1"):
-            setattr(self, key, [None if t is None else t.clone() for t in state[key]])
+            on = self._bank_t.device  # the records live where this chip's kernel runs
+            setattr(self, key, [None if t is None else t.to(on, copy=True) for t in state[key]])
         for i, rec in enumerate(self.rec):
             if rec is not None:
                 self._bind(i)
@@ -432,3 +477,8 @@ class DeviceSynapses:
 def _f32(t: Tensor) -> np.ndarray:
     """A C-contiguous float32 numpy view (or copy) of ``t``."""
     return t.detach().to(torch.float32).contiguous().numpy()
+
+
+def _t32(t: Tensor) -> Tensor:
+    """A contiguous float32 tensor of ``t`` (for the torch kernel)."""
+    return t.detach().to(torch.float32).contiguous()

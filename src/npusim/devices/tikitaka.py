@@ -154,14 +154,15 @@ class TikiTakaSynapses:
         if self.read_noise > 0:
             devices = 2.0 if self.signed[i] else 1.0
             sd = self.read_noise * self.fast.scale[i] * math.sqrt(devices)
-            a.add_(torch.randn(a.shape, generator=self.gen), alpha=sd)
+            a.add_(torch.randn(a.shape, generator=self.gen).to(a.device), alpha=sd)
         return _quantise(a, self.adc_bits, self.w_max[i])
 
     def _transfer(self, i: int) -> None:
         n_rows = self.params[i].shape[0]
         k = min(self.reads_per_update, n_rows)
         start = self.next_row[i]
-        rows = (torch.arange(k) + start) % n_rows
+        on = self.params[i].device  # the CPU generator's draws are moved there
+        rows = (torch.arange(k, device=on) + start) % n_rows
         self.next_row[i] = (start + k) % n_rows
         v = self._read_rows(i, rows)
         c = self.chopper[i][rows]
@@ -182,8 +183,8 @@ class TikiTakaSynapses:
             signal = v
         period = n_rows / k  # updates between two reads of a row
         x = signal * (self.transfer_lr / (self.fast_gain * period * self.slow.pulse_unit(i)))
-        left = torch.zeros(k, n_rows)
-        left[torch.arange(k), rows] = 1.0
+        left = torch.zeros(k, n_rows, device=on)
+        left[torch.arange(k, device=on), rows] = 1.0
         self.slow.program(i, OuterProduct(left, x), acc=self.h[i])
         cols = v.shape[1]
         self.events["dac"] += k
@@ -196,7 +197,7 @@ class TikiTakaSynapses:
     def _chop(self, i: int, rows: Tensor, wrapped: bool) -> None:
         """Flip the choppers of the rows just read (cttv2: at random; agad: regularly)."""
         if self.variant == "cttv2":
-            flip = torch.rand(len(rows), generator=self.gen) < self.chop_prob
+            flip = torch.rand(len(rows), generator=self.gen).to(rows.device) < self.chop_prob
             self.chopper[i][rows[flip]] *= -1
         elif self.variant == "agad":
             n = max(math.ceil(1.0 / self.chop_prob), 2)

@@ -1,3 +1,4 @@
+import math
 import os
 import pickle
 import struct
@@ -245,3 +246,48 @@ def test_augment_moves_every_channel_together():
         assert torch.equal(out[:, c], ref.reshape(n, 63))
     with pytest.raises(ValueError, match="do not match"):
         augment_images(x, (7, 9), 1, False, g)
+
+
+def _blob(n: int, h: int, w: int, centre: tuple[float, float]) -> torch.Tensor:
+    """(n, h·w) Gaussian blobs (σ 1.5 pixels) at ``centre`` = (x, y) pixels from the middle."""
+    ys, xs = torch.meshgrid(
+        torch.arange(h) - (h - 1) / 2, torch.arange(w) - (w - 1) / 2, indexing="ij"
+    )
+    img = torch.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * 1.5**2))
+    return img.reshape(1, h * w).repeat(n, 1).double()
+
+
+def test_affine_moves_a_blob_to_its_rotated_and_scaled_place():
+    """A blob at q (pixels from the centre) lands at s·R(−a)·q for the drawn angle a and
+    scale s (x right, y down), within a tenth of a pixel; its mass grows by s²."""
+    n, h, w, q = 32, 28, 28, (6.0, -3.0)
+    x = _blob(n, h, w, q)
+    out = augment_images(x, (h, w), 0, False, torch.Generator().manual_seed(3), 30.0, 0.2)
+    g = torch.Generator().manual_seed(3)
+    a = ((torch.rand(n, generator=g) * 2 - 1) * math.radians(30.0)).double()
+    s = (1 + (torch.rand(n, generator=g) * 2 - 1) * 0.2).double()
+    assert float(a.abs().max()) > math.radians(20) and float((s - 1).abs().max()) > 0.15
+    ys, xs = torch.meshgrid(
+        torch.arange(h) - (h - 1) / 2, torch.arange(w) - (w - 1) / 2, indexing="ij"
+    )
+    mass = out.sum(1)
+    cx = (out * xs.reshape(-1).double()).sum(1) / mass
+    cy = (out * ys.reshape(-1).double()).sum(1) / mass
+    ex = s * (torch.cos(a) * q[0] + torch.sin(a) * q[1])
+    ey = s * (-torch.sin(a) * q[0] + torch.cos(a) * q[1])
+    assert torch.allclose(cx, ex, atol=0.1) and torch.allclose(cy, ey, atol=0.1)
+    assert torch.allclose(mass / x.sum(1), s**2, rtol=0.02)
+
+
+def test_affine_off_is_the_shift_alone_and_bad_ranges_are_refused():
+    x = torch.rand(16, 3 * 6 * 5)
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    assert torch.equal(
+        augment_images(x, (3, 6, 5), 1, True, g1, 0.0, 0.0),
+        augment_images(x, (3, 6, 5), 1, True, g2),
+    )
+    tiny = augment_images(x, (3, 6, 5), 0, False, torch.Generator(), 1e-9, 0.0)
+    assert torch.allclose(tiny, x, atol=1e-5)  # a rotation by ~0 resamples on the pixel grid
+    for rotate, zoom in [(-1.0, 0.0), (181.0, 0.0), (0.0, 1.0), (0.0, -0.1)]:
+        with pytest.raises(ValueError, match="rotate must be"):
+            augment_images(x, (3, 6, 5), 0, False, torch.Generator(), rotate, zoom)

@@ -186,6 +186,22 @@ class TrainConfig:
         kind=bool,
         help="mirror each training image left-right with probability 1/2 (e.g. for CIFAR)",
     )
+    rotate: float = option(
+        0.0,
+        kind=float,
+        lo=0.0,
+        hi=180.0,
+        unit="degrees",
+        help="rotate each training image about its centre by an angle uniform in ±this",
+    )
+    zoom: float = option(
+        0.0,
+        kind=float,
+        lo=0.0,
+        hi=1.0,
+        hi_open=True,
+        help="scale each training image by a factor uniform in 1 ± this",
+    )
     chip: str = option(
         "ideal", kind=str, help="chip preset (ideal, rram, pcm, ecram) or a .toml file"
     )

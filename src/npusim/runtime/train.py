@@ -232,7 +232,9 @@ class Trainer:
         self.optim.lr_scale = cfg.lr_decay**self.state.epoch
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.state.epoch)
         perm = torch.randperm(len(data.x_train), generator=g)
-        x_all = augment_images(data.x_train[perm], data.image_shape, cfg.augment, cfg.flip, g)
+        x_all = augment_images(
+            data.x_train[perm], data.image_shape, cfg.augment, cfg.flip, g, cfg.rotate, cfg.zoom
+        )
         y_all = data.y_train[perm]
         wrong, t0 = 0, time.perf_counter()
         bs = cfg.batch_size

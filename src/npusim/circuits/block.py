@@ -11,6 +11,10 @@ No coupling joins units of one layer, so layer ``j``'s exact minimiser given its
 (block-coordinate descent, exact per layer). A nudge acts on the last layer: towards a target,
 ``C = ½‖s_m − t‖²`` (minimiser ``clip((d + βt)/(1 + β))``), or along an error signal ``δ``
 handed back by the next block, ``C = ⟨δ, s_m⟩`` (minimiser ``clip(d − βδ)``).
+
+:class:`FeedForwardLayer` is an analog feed-forward block: one coupling read once,
+``s = clip(A(u) + b, 0, 1)`` (the hard-sigmoid of the energy-based units), with no feedback
+and no relaxation; it has no energy and is trained by backprop.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch import Tensor
 from npusim.circuits.couplings import Coupling
 from npusim.circuits.layered import NudgeNotConvex, RelaxationDiverged
 from npusim.core.interfaces import Relaxation, Update
+from npusim.core.outer import OuterProduct
 
 
 def _per_sample(beta: float | Tensor, like: Tensor) -> float | Tensor:
@@ -48,8 +53,12 @@ class HopfieldBlock:
         """Free layers m."""
         return len(self.couplings)
 
-    def init_state(self, batch: int, dtype: torch.dtype) -> list[Tensor]:
-        return [torch.zeros(batch, *c.out_shape, dtype=dtype) for c in self.couplings]
+    def init_state(
+        self, batch: int, dtype: torch.dtype, device: torch.device | None = None
+    ) -> list[Tensor]:
+        return [
+            torch.zeros(batch, *c.out_shape, dtype=dtype, device=device) for c in self.couplings
+        ]
 
     def energy(
         self,
@@ -102,7 +111,9 @@ class HopfieldBlock:
             raise NudgeNotConvex(f"beta={low:g}: the −β phase needs β < 1 (output curvature 1)")
         m = self.depth
         first = self.couplings[0].drive(u) if drive is None else drive
-        state = list(self.init_state(u.shape[0], first.dtype) if state is None else state)
+        state = list(
+            self.init_state(u.shape[0], first.dtype, first.device) if state is None else state
+        )
         b = _per_sample(beta, state[-1]) if nudged else 0.0
         sweeps = 1 if m == 1 else sweeps
         order = list(range(0, m, 2)) + list(range(1, m, 2))  # 0-based: layers 1, 3, … then 2, …
@@ -156,3 +167,71 @@ class HopfieldBlock:
         """``scale · (∂E/∂u(a) − ∂E/∂u(b))`` per sample: the error signal on the block's input
         (``∂E/∂u = −A_1ᵀ(s_1)``)."""
         return self.couplings[0].adjoint(a[0] - b[0]) * -scale
+
+
+class FeedForwardLayer:
+    """An analog feed-forward layer: ``s = clip(A(u) + b, 0, 1)`` in one read of its crossbar
+    (``couplings[0]``), no feedback, no relaxation. Its output is a block's output like an
+    energy-based block's, so it takes the same calls; its energy is zero."""
+
+    depth = 1
+
+    def __init__(self, coupling: Coupling) -> None:
+        self.couplings = [coupling]
+
+    def init_state(
+        self, batch: int, dtype: torch.dtype, device: torch.device | None = None
+    ) -> list[Tensor]:
+        return [torch.zeros(batch, *self.couplings[0].out_shape, dtype=dtype, device=device)]
+
+    def relax(
+        self,
+        u: Tensor,
+        state: list[Tensor] | None = None,
+        *,
+        beta: float | Tensor = 0.0,
+        target: Tensor | None = None,
+        delta: Tensor | None = None,
+        sweeps: int = 15,
+        tol: float = 0.0,
+        drive: Tensor | None = None,
+    ) -> Relaxation:
+        """The layer's output for input ``u`` (``drive``: ``A(u) + b`` when the caller has it).
+        A feed-forward layer is never nudged (the output layer is energy-based)."""
+        if isinstance(beta, Tensor) or beta != 0.0:
+            raise ValueError("a feed-forward layer is not nudged; the output layer is energy-based")
+        s = (self.couplings[0].drive(u) if drive is None else drive).clamp(0.0, 1.0)
+        if not math.isfinite(float(s.detach().sum())):
+            raise RelaxationDiverged(
+                "a feed-forward layer's output is NaN/inf; lower the learning rate or check the "
+                "parameters"
+            )
+        return Relaxation(state=[s], residual=0.0, sweeps=1)
+
+    def energy(self, u: Tensor, state: list[Tensor], *args, **kwargs) -> Tensor:
+        """No energy: zero per sample (batch,)."""
+        return state[0].new_zeros(u.shape[0])
+
+    def backward(
+        self, u: Tensor, drive: Tensor, delta: Tensor, *, need_input: bool = True
+    ) -> tuple[list[Update], Tensor | None]:
+        """Backprop of a per-sample error ``delta = ∂ℓ/∂s`` (``drive``: ``A(u) + b``): the
+        batch-mean gradients ``[∂L/∂W, ∂L/∂b]`` and the error on the input ``∂ℓ/∂u`` per sample
+        (None unless ``need_input``). The hard-sigmoid passes ``delta`` where ``0 ≤ drive ≤ 1``
+        (as autograd's clamp)."""
+        c, n = self.couplings[0], u.shape[0]
+        e = delta * ((drive >= 0.0) & (drive <= 1.0)).to(delta.dtype)
+        g = c.weight_grad(u, e)
+        gw = g.scaled(1.0 / n) if isinstance(g, OuterProduct) else g / n
+        return [gw, c.bias_grad(e) / n], c.adjoint(e) if need_input else None
+
+    def grad_difference(
+        self, u: Tensor, a: list[Tensor], b: list[Tensor], scale: float
+    ) -> list[Update]:
+        """No energy, so no energy gradient: zeros for the weights and the bias."""
+        c = self.couplings[0]
+        return [torch.zeros_like(c.weight), torch.zeros_like(c.bias)]
+
+    def input_grad_difference(self, a: list[Tensor], b: list[Tensor], scale: float) -> Tensor:
+        """No energy: zero error on the input."""
+        return a[0].new_zeros(a[0].shape[0], *self.couplings[0].in_shape)

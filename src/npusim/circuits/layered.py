@@ -118,7 +118,8 @@ class LayeredNetwork(ABC):
 
     def init_state(self, batch: int) -> list[Tensor]:
         """All-zero free layers."""
-        return [torch.zeros(batch, n, dtype=self.dtype) for n in self.sizes[1:]]
+        on = self.weights[0].device
+        return [torch.zeros(batch, n, dtype=self.dtype, device=on) for n in self.sizes[1:]]
 
     def output(self, state: list[Tensor]) -> Tensor:
         return state[-1]
@@ -249,6 +250,8 @@ class LayeredNetwork(ABC):
             return False  # backprop differentiates through the reference relaxation
         if not all(p.is_contiguous() and p.dtype == self.dtype for p in self.params()):
             return False
+        if any(t.device.type != "cpu" for t in (x, *self.params())):
+            return False  # compiled for the CPU (numba); other devices run the reference
         return self._fused_units() is not None
 
     def _relax_fused(self, x, state, beta, target, sweeps, tol, tile) -> Relaxation:

@@ -78,7 +78,7 @@ def cocontent(v: Tensor, model: DiodeModel) -> Tensor:
 def diode_energy(state: list[Tensor], model: DiodeModel) -> Tensor:
     """Σ of the hidden layers' diode co-contents (W) per sample; ``state`` holds the free
     layers (the last, the output, has no diodes)."""
-    e = torch.zeros(state[0].shape[0], dtype=state[0].dtype)
+    e = torch.zeros(state[0].shape[0], dtype=state[0].dtype, device=state[0].device)
     for s in state[:-1]:
-        e = e + cocontent(layer_sign(s.shape[1], s.dtype) * s, model).sum(1)
+        e = e + cocontent(layer_sign(s.shape[1], s.dtype).to(s.device) * s, model).sum(1)
     return e

@@ -194,12 +194,13 @@ def _train_rank(a: argparse.Namespace) -> None:
     from npusim.runtime.ledger import Ledger
     from npusim.runtime.parallel import init
     from npusim.runtime.run import train_run
+    from npusim.runtime.train import resolve_device
 
     if a.out is None:
         raise CliError("data-parallel training needs --out RUN_FOLDER (the ranks share it)")
     set_threads(a.threads)
-    device = str(getattr(a, "device", None) or "cpu")  # NCCL where the tensors live on CUDA
-    dp = init("nccl" if device.startswith("cuda") else "gloo")
+    device = resolve_device(str(getattr(a, "device", None) or "cpu"))  # auto: cuda if seen
+    dp = init("nccl" if device.type == "cuda" else "gloo")  # NCCL where the tensors live
     given = given_options(a)
     if a.resume:
         given.pop("epochs", None)

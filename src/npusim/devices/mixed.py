@@ -54,7 +54,7 @@ class MixedPrecisionSynapses:
         self.params = params
         self.signed = list(signed)
         self.chi: list[Tensor | None] = [
-            None if y is None else torch.zeros(p.shape[0], p[0].numel())
+            None if y is None else torch.zeros(p.shape[0], p[0].numel(), device=p.device)
             for p, y in zip(params, self.devices.y, strict=True)
         ]
         self.held = sum(p.numel() for p, c in zip(params, self.chi, strict=True) if c is not None)

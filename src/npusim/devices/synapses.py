@@ -95,7 +95,6 @@ class DeviceSynapses:
             self.mode = kernel.ONE_SIDED
         self.rec: list[Tensor | None] = []  # (numel, 4) int32 records, see _bind
         self.c1: list[Tensor | None] = []  # pulses of the second device of a pair
-        self._rec_np: list[np.ndarray | None] = []  # the records as kernel.RECORD
         self.y: list[Tensor | None] = []  # views: conductance / g_max, (numel, devices)
         self.model: list[Tensor | None] = []  # views: bank row of a down step, (numel, devices)
         self.scale: list[float] = []
@@ -107,7 +106,7 @@ class DeviceSynapses:
         self.reset_pulses = 0  # abrupt RESETs among total_pulses (one-sided refresh)
         for t, (p, sgn, held) in enumerate(zip(params, self.signed, self.on_device, strict=True)):
             if not held:
-                self.y.append(None), self.model.append(None), self._rec_np.append(None)
+                self.y.append(None), self.model.append(None)
                 self.rec.append(None), self.c1.append(None)
                 self.scale.append(0.0)
                 continue
@@ -125,13 +124,13 @@ class DeviceSynapses:
             # row of each device's down step in the bank (2 x model; its up step is the next row)
             model = 2 * torch.randint(1, pulsed.BANK_SIZE, (p.numel(), d), generator=gen)
             u = torch.rand((p.numel(), d), generator=gen)
-            y = self._initial_state(p.detach().reshape(-1), model, sgn, self.scale[-1])
+            y = self._initial_state(p.detach().reshape(-1).cpu(), model, sgn, self.scale[-1])
             lo, hi = self._rows(model, 0)[..., LO], self._rows(model, 0)[..., HI]
             stuck_min = u < dev.stuck_min_fraction
             stuck = u < dev.stuck_min_fraction + dev.stuck_max_fraction
             y = torch.where(stuck, torch.where(stuck_min, lo, hi), y)
             if sgn:  # program-and-verify: the healthy device of a pair compensates a stuck one
-                d_w = p.detach().reshape(-1) / self.scale[-1]
+                d_w = p.detach().reshape(-1).cpu() / self.scale[-1]
                 only0, only1 = stuck[:, 0] & ~stuck[:, 1], stuck[:, 1] & ~stuck[:, 0]
                 y[:, 1] = torch.where(only0, (y[:, 0] - d_w).clamp(lo[:, 1], hi[:, 1]), y[:, 1])
                 y[:, 0] = torch.where(only1, (y[:, 1] + d_w).clamp(lo[:, 0], hi[:, 0]), y[:, 0])
@@ -141,6 +140,8 @@ class DeviceSynapses:
             self._bind(len(self.rec) - 1)
             self.y[-1].copy_(y)
             self.model[-1].copy_(model)
+        if params and params[0].device.type != "cpu":  # programmed on the CPU, then moved
+            self.to(params[0].device)
         self._write_params(range(len(params)))
 
     def _bind(self, i: int) -> None:
@@ -152,11 +153,10 @@ class DeviceSynapses:
         """
         rec, d = self.rec[i], 2 if self.signed[i] else 1
         y, model = rec.view(torch.float32)[:, :d], rec.view(torch.int16)[:, 4 : 4 + d]
-        rec_np = rec.numpy().view(kernel.RECORD).reshape(-1) if rec.device.type == "cpu" else None
         if i < len(self.y):
-            self.y[i], self.model[i], self._rec_np[i] = y, model, rec_np
+            self.y[i], self.model[i] = y, model
         else:
-            self.y.append(y), self.model.append(model), self._rec_np.append(rec_np)
+            self.y.append(y), self.model.append(model)
 
     @property
     def use_torch(self) -> bool:
@@ -232,10 +232,6 @@ class DeviceSynapses:
 
     def pulse_unit(self, i: int) -> float:
         """Nominal weight change of one pulse on a weight of tensor ``i`` (weight units)."""
-        return self._pulse_unit(i)
-
-    def _pulse_unit(self, i: int) -> float:
-        """Weight change of one pulse on a weight of tensor ``i``."""
         pair_step = self.step0 * self.scale[i]
         if self.signed[i] and self.dev.scheme == "bidirectional":
             pair_step *= 2.0  # each pulse moves both devices of the pair
@@ -263,7 +259,7 @@ class DeviceSynapses:
             kernel.set_threads(torch.get_num_threads())
             total = np.zeros(rows, np.int64)
             common = (
-                key, stochastic, mode, self._rec_np[i], self.c1[i].numpy(), self._bank_np,
+                key, stochastic, mode, _records(self.rec[i]), self.c1[i].numpy(), self._bank_np,
                 np.float32(self.scale[i]), w.numpy(), self.noisy, self._endurance, total,
                 _EMPTY if acc is None else acc.view(-1).numpy(),
             )  # fmt: skip
@@ -286,7 +282,7 @@ class DeviceSynapses:
             if self.y[i] is None:
                 add_exact(p, dlt, self.signed[i])
                 continue
-            inv_unit = 1.0 / self._pulse_unit(i)
+            inv_unit = 1.0 / self.pulse_unit(i)
             key = np.uint64(kernel.stream_key(self.seed ^ _SEED_PULSES, self.updates, i))
             if hasattr(dlt, "left") and hasattr(dlt, "right"):  # factored outer product
                 self._run(i, key, OuterProduct(dlt.left, dlt.right * inv_unit))
@@ -337,7 +333,7 @@ class DeviceSynapses:
         arrays for a numba kernel: views on the CPU, else CPU copies written back after."""
         w_dev = self.params[i].detach().view(-1)
         rec, c1, w = self.rec[i].cpu(), self.c1[i].cpu(), w_dev.cpu()
-        yield rec.numpy().view(kernel.RECORD).reshape(-1), c1.numpy(), w.numpy()
+        yield _records(rec), c1.numpy(), w.numpy()
         if rec.data_ptr() != self.rec[i].data_ptr():
             self.rec[i].copy_(rec), self.c1[i].copy_(c1), w_dev.copy_(w)
         torch.autograd.graph.increment_version(self.params[i])
@@ -482,3 +478,8 @@ def _f32(t: Tensor) -> np.ndarray:
 def _t32(t: Tensor) -> Tensor:
     """A contiguous float32 tensor of ``t`` (for the torch kernel)."""
     return t.detach().to(torch.float32).contiguous()
+
+
+def _records(rec: Tensor) -> np.ndarray:
+    """A CPU record tensor (numel, 4) int32 as a numpy view of :data:`kernel.RECORD`."""
+    return rec.numpy().view(kernel.RECORD).reshape(-1)

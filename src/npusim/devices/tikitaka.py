@@ -100,15 +100,19 @@ class TikiTakaSynapses:
 
         def per_weight() -> list[Tensor | None]:
             return [
-                torch.zeros(p.shape[0], p[0].numel()) if h else None for p, h in zip(params, held)
+                torch.zeros(p.shape[0], p[0].numel(), device=p.device) if h else None
+                for p, h in zip(params, held)
             ]
 
         self.h = per_weight()
         self.mean = per_weight() if variant == "agad" else [None] * len(params)
         self.past = per_weight() if variant == "agad" else [None] * len(params)
-        self.chopper = [torch.ones(p.shape[0]) if h else None for p, h in zip(params, held)]
+        self.chopper = [
+            torch.ones(p.shape[0], device=p.device) if h else None for p, h in zip(params, held)
+        ]
         self.switched = [
-            torch.zeros(p.shape[0], dtype=torch.bool) if h else None for p, h in zip(params, held)
+            torch.zeros(p.shape[0], dtype=torch.bool, device=p.device) if h else None
+            for p, h in zip(params, held)
         ]
         self.next_row = [0] * len(params)
         self.cycles = [0] * len(params)  # full passes over each matrix's rows

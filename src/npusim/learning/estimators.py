@@ -99,7 +99,8 @@ class EqProp:
         """The +β and −β phases, relaxed side by side as one batch of twice the size (on a
         chip they run one after the other; each is still a full relaxation of its own)."""
         n = x.shape[0]
-        betas = torch.full((2 * n, 1), self.beta, dtype=free.state[0].dtype)
+        s0 = free.state[0]
+        betas = torch.full((2 * n, 1), self.beta, dtype=s0.dtype, device=s0.device)
         betas[n:] = -self.beta
         both = model.relax(
             x,

@@ -12,7 +12,9 @@ import math
 from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
-from npusim.circuits.arch import PRESETS, ArchError, parse_arch
+import torch
+
+from npusim.circuits.arch import PRESETS, ArchError, trained_layers
 from npusim.core.errors import NpusimError
 from npusim.data.datasets import DATASETS
 from npusim.devices.coincidence import DEFAULT_PULSE_TRAIN
@@ -50,6 +52,7 @@ MODELS = tuple(MODEL_DEFAULTS)
 UPDATE_RULE_NAMES = tuple(UPDATE_RULES)
 DIODES = ("ideal", "shockley")
 OUTER_PRODUCTS = ("digital", "coincidence")
+DEVICES = ("cpu", "cuda", "auto")
 SEED_MAX = 2**32 - 1
 STAYS_NONE = ("data_dir", "free_sweeps", "classes")  # None after resolution too (no data
 # folder; = sweeps; every class)
@@ -229,6 +232,13 @@ class TrainConfig:
         "Vlasov 2016)",
     )
     eval_batch: int = option(1000, kind=int, lo=1, hi=1_000_000, help="samples per evaluation")
+    device: str = option(
+        "cpu",
+        kind=str,
+        choices=DEVICES,
+        help="where the tensors live: cpu, cuda (the first CUDA GPU; a device chip programs "
+        "through the torch kernel, same pulses) or auto (cuda when available, else cpu)",
+    )
 
     def resolved(self) -> TrainConfig:
         """A copy with every ``None`` replaced by the model's default, validated."""
@@ -301,6 +311,17 @@ class TrainConfig:
             "hidden",
             f"at most {MAX_PARAMS:.0e} weights in all (these sizes need {params:.3g})",
         )
+        need(
+            self.device != "cuda" or torch.cuda.is_available(),
+            "device",
+            f"CUDA is not available on this machine (torch {torch.__version__}); use --device "
+            "cpu or auto",
+        )
+        need(
+            self.device != "cuda" or self.outer_product == "digital",
+            "device",
+            "the coincidence update (--outer-product coincidence) runs on the CPU only",
+        )
         if self.model in ("dhn", "hybrid") and self.algorithm == "eqprop":
             need(self.beta < 1.0, "beta", "allowed (0, 1) for the DHN (output curvature is 1)")
 
@@ -310,7 +331,7 @@ class TrainConfig:
         if self.model != "hybrid":
             return len(self.hidden) + 1
         try:
-            return sum(len(layers) for _, layers in parse_arch(self.arch))
+            return trained_layers(self.arch)  # weight layers and batch norms
         except ArchError as e:
             raise ConfigError(f"{describe('arch')}: {e}") from None
 

@@ -89,12 +89,16 @@ def check_fresh(out: Path) -> None:
 
 
 def resume_trainer(
-    out: Path, *, synapses=None, ledger: Ledger | None = None
+    out: Path, *, synapses=None, ledger: Ledger | None = None, device: str | None = None
 ) -> tuple[Trainer, dict, float]:
     """A trainer restored from run folder ``out``'s checkpoint, the checkpoint, and the largest
-    initial weight magnitude of its network (the divergence check's reference)."""
+    initial weight magnitude of its network (the divergence check's reference). ``device``:
+    where to continue (default: the stored ``--device``; checkpoints load on any device)."""
     ckpt = load_checkpoint(out)
-    tr = Trainer(TrainConfig.from_dict(ckpt["config"]), synapses=synapses, ledger=ledger)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    if device is not None:
+        cfg.device = device
+    tr = Trainer(cfg, synapses=synapses, ledger=ledger)
     w0 = _max_abs(tr.model.params())
     shapes = [tuple(p.shape) for p in tr.model.params()]
     if [tuple(p.shape) for p in ckpt["params"]] != shapes:
@@ -122,6 +126,7 @@ def results_dict(tr: Trainer, extra: dict | None = None) -> dict:
         "relaxations": sum(r.relaxations for r in hist),
     }
     res["chip"] = tr.cfg.chip
+    res["device"] = str(tr.device)  # where it ran (``auto`` resolved)
     stats = tr.synapses.pulse_stats() if tr.synapses is not None else None
     res["pulses"] = stats or {"pulses_mean": 0.0, "pulses_max": 0, "pulses_total": 0}
     if tr.ledger is not None:  # event counts for `npusim report`
@@ -276,8 +281,10 @@ def train_run(
             if writer:
                 clean_temp_files(out)
             if resume:
-                tr, _, w0 = resume_trainer(out, synapses=synapses, ledger=ledger)
-                check_resume_options(tr.cfg, dict(given or {}), out)
+                given = dict(given or {})  # --device says where to continue, not what to run
+                device = given.pop("device", None)
+                tr, _, w0 = resume_trainer(out, synapses=synapses, ledger=ledger, device=device)
+                check_resume_options(tr.cfg, given, out)
                 if epochs is not None:  # a resumed run may be extended
                     if epochs < tr.state.epoch:
                         raise RunError(f"--epochs {epochs}: {out} has already run {tr.state.epoch}")

@@ -7,7 +7,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -19,7 +19,7 @@ from npusim.circuits.hybrid import HybridNetwork
 from npusim.core.interfaces import GradientEstimate, Network, Synapses
 from npusim.data.augment import augment_images
 from npusim.data.datasets import Dataset, class_subset, load_dataset, one_hot
-from npusim.devices import make_synapses
+from npusim.devices import DeviceSynapses, make_synapses
 from npusim.devices.converters import Periphery, periphery_for
 from npusim.learning.estimators import make_estimator
 from npusim.runtime.config import TrainConfig
@@ -30,6 +30,7 @@ from npusim.runtime.optim import SGD, apply_ideal
 if TYPE_CHECKING:
     from npusim.runtime.parallel import DataParallel
 
+_CACHES = ("_memo_cache", "_fused_plan", "_k", "_kkey")  # derived tensors, rebuilt on use
 CONVERGE_TOL = 1e-3  # a relaxation whose last sweep moves a unit by more than this (normalised
 # units, or V for the DRN) has not converged: counted per epoch and warned about
 
@@ -46,6 +47,44 @@ def build_model(
     sizes = [num_features, *cfg.hidden, num_classes]
     options = NetworkOptions(cfg.input_gain, cfg.diode, cfg.arch, image)
     return make_network(cfg.model, sizes, cfg.seed, options)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of ``--device``: ``auto`` is ``cuda`` when torch sees a GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return (
+        torch.device("cuda", torch.cuda.current_device()) if name == "cuda" else torch.device(name)
+    )
+
+
+def move_to(obj: Any, device: torch.device, seen: set[int] | None = None) -> None:
+    """Move every tensor reachable from ``obj`` (a network, synapses, a dataset, a periphery:
+    their attributes, lists, tuples and dicts) to ``device`` in place, as ``t.data =
+    t.data.to(device)``, so references held elsewhere (the synapses' and the optimiser's
+    parameters) stay valid. Device synapses move through :meth:`DeviceSynapses.to` (their state
+    views stay views); caches of derived tensors are dropped and rebuilt on use."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or obj is None or isinstance(obj, (str, int, float, bool, torch.device)):
+        return
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        obj.data = obj.data.to(device)
+    elif isinstance(obj, DeviceSynapses):
+        obj.to(device)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            move_to(v, device, seen)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            move_to(v, device, seen)
+    elif type(obj).__module__.startswith("npusim."):  # npusim's own objects only
+        attrs = vars(obj) if hasattr(obj, "__dict__") else {}
+        for key in _CACHES:
+            if key in attrs:
+                object.__setattr__(obj, key, None)
+        for v in attrs.values():
+            move_to(v, device, seen)
 
 
 @torch.no_grad()
@@ -155,6 +194,17 @@ class Trainer:
         self.parallel: DataParallel | None = None  # data-parallel: this rank's shard of each batch
         self._unconverged = 0
         self._relaxations = 0
+        # built on the CPU (same initial weights and devices everywhere), then moved
+        self.device = resolve_device(self.cfg.device)
+        if self.cfg.outer_product == "coincidence":  # numba's array update: the CPU only
+            self.device = torch.device("cpu")
+        if self.device.type != "cpu":
+            self.data = copy.copy(self.data)  # a loaded dataset may be shared: moved as a copy
+            for split in ("train", "val", "test"):
+                for k in ("x", "y"):
+                    name = f"{k}_{split}"
+                    object.__setattr__(self.data, name, getattr(self.data, name).to(self.device))
+            move_to([self.model, self.synapses, self.periphery, self.estimator], self.device)
 
     # ---- the chip ------------------------------------------------------------------------
     def put_on_chip(self, spec: ChipSpec, *, keep_synapses: bool = False) -> None:
@@ -306,10 +356,10 @@ class Trainer:
         return {
             "config": self.cfg.to_dict(),
             "epoch": self.state.epoch,
-            "params": [p.clone() for p in self.model.params()],
-            "best_params": self.state.best_params,
+            "params": [p.detach().cpu().clone() for p in self.model.params()],
+            "best_params": _on_cpu(self.state.best_params),
             "history": [r.to_dict() for r in self.state.history],
-            "optim": self.optim.state_dict(),
+            "optim": _on_cpu(self.optim.state_dict()),
             "synapses": None if self.synapses is None else self.synapses.state_dict(),
             "ledger": None if self.ledger is None else self.ledger.to_dict(),
             "in_array": None if self.in_array is None else self.in_array.state_dict(),
@@ -320,12 +370,29 @@ class Trainer:
         self.state = TrainState(
             epoch=ckpt["epoch"],
             history=[EpochRecord(**r) for r in ckpt["history"]],
-            best_params=ckpt["best_params"],
+            best_params=_on(ckpt["best_params"], self.device),
         )
-        self.optim.load_state_dict(copy.deepcopy(ckpt["optim"]))
+        optim = copy.deepcopy(ckpt["optim"])  # saved on the CPU: moved to this run's device
+        move_to(optim, self.device)
+        self.optim.load_state_dict(optim)
         if self.synapses is not None and ckpt.get("synapses") is not None:
             self.synapses.load_state_dict(ckpt["synapses"])
         if self.ledger is not None and ckpt.get("ledger") is not None:
             self.ledger.load_dict(ckpt["ledger"])
         if self.in_array is not None and ckpt.get("in_array") is not None:
             self.in_array.load_state_dict(ckpt["in_array"])
+
+
+def _on(tensors: list[Tensor] | None, device: torch.device) -> list[Tensor] | None:
+    return None if tensors is None else [t.to(device) for t in tensors]
+
+
+def _on_cpu(state: Any) -> Any:
+    """``state`` (tensors in lists and dicts) with every tensor copied to the CPU."""
+    if isinstance(state, Tensor):
+        return state.detach().cpu().clone()
+    if isinstance(state, (list, tuple)):
+        return type(state)(_on_cpu(v) for v in state)
+    if isinstance(state, dict):
+        return {k: _on_cpu(v) for k, v in state.items()}
+    return state

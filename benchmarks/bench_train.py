@@ -33,13 +33,20 @@ measured without and then with a busy-loop process pinned to one core beside it,
 ``idle_threads`` without it (idle of our neighbour only: other jobs on the machine still count,
 ``free_cores`` says what each choice saw), ``ratio_busy_to_idle``, and
 ``all_cores_samples_per_s``: all cores beside the neighbour, the collapse the default avoids.
+
+``--device cuda`` measures on the GPU instead (``--device auto``: the CPU lines, then the GPU's):
+``matmul-f32-8192-cuda`` (the GPU's float32 matmul peak), then ``train-<config>-cuda`` for the
+ideal chip and ``train-dhn-1h-rram-cuda`` for a device chip (the torch programming kernel),
+with ``gpu`` naming the device. Without CUDA one ``cuda-skipped`` line says why.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
+from dataclasses import replace
 
 import torch
 
@@ -50,17 +57,20 @@ from npusim.runtime.train import Trainer
 TARGETS = {"dhn-1h": 12000.0, "drn-1h": 3000.0}  # samples/s on 2 threads, idle machine
 
 
-def matmul_peak(n: int = 2048, reps: int = 10) -> float:
-    """Best-of-``reps`` float32 GFLOP/s of an n×n by n×n matrix product."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 2048, reps: int = 10, device: str = "cpu") -> float:
+    """Best-of-``reps`` float32 GFLOP/s of an n×n by n×n matrix product on ``device``."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(reps))
+    best = min(_timed(lambda: a @ b, device) for _ in range(reps))
     return 2 * n**3 / best / 1e9
 
 
-def _timed(fn) -> float:
+def _timed(fn, device: str = "cpu") -> float:
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - t0
 
 
@@ -112,6 +122,40 @@ SAMPLES = {"dhn-1h": 3000, "drn-1h": 1200}
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    device = parser.parse_args().device
+    if device in ("cpu", "auto"):
+        cpu_lines()
+    if device in ("cuda", "auto"):
+        cuda_lines()
+
+
+def cuda_lines() -> None:
+    """The GPU's matmul peak and the configurations' samples/s on it (torch's own threads)."""
+    if not torch.cuda.is_available():
+        why = f"CUDA is not available on this machine (torch {torch.__version__})"
+        _emit(name="cuda-skipped", reason=why)
+        return
+    gpu = torch.cuda.get_device_name()
+    peak = matmul_peak(8192, device="cuda")
+    _emit(name="matmul-f32-8192-cuda", gflop_per_s=round(peak, 1), gpu=gpu)
+    runs = {name: replace(cfg, device="cuda") for name, cfg in configurations().items()}
+    runs["dhn-1h-rram"] = replace(runs["dhn-1h"], chip="rram")
+    for name, cfg in runs.items():
+        flops = step_flops(cfg, physical_sizes(cfg))
+        sps = training_throughput(cfg, SAMPLES[name.removesuffix("-rram")])
+        rate = flops / cfg.batch_size * sps / 1e9
+        _emit(
+            name=f"train-{name}-cuda",
+            samples_per_s=round(sps, 1),
+            gpu=gpu,
+            gflop_per_s=round(rate, 2),
+            fraction_of_peak=round(rate / peak, 4),
+        )
+
+
+def cpu_lines() -> None:
     runs = configurations()
     flops = {name: step_flops(cfg, physical_sizes(cfg)) for name, cfg in runs.items()}
     cores = os.cpu_count() or 1

@@ -18,7 +18,7 @@ from npusim.core.outer import OuterProduct
 from npusim.devices import DeviceSynapses
 from npusim.runtime.config import ConfigError, TrainConfig
 from npusim.runtime.run import load_checkpoint
-from npusim.runtime.train import Trainer
+from npusim.runtime.train import Trainer, move_to
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(
@@ -62,6 +62,29 @@ def test_resume_may_name_another_device(tmp_path):
     assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--device", "auto"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert len(res["epochs"]) == 2 and res["device"] == ("cuda:0" if CUDA else "cpu")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"chip": "rram"},
+        {"chip": "rram", "update": "ttv2"},
+        {"model": "drn"},
+        {"model": "hybrid", "arch": "conv4k3-pool|fc10"},
+    ],
+    ids=["dhn-rram", "dhn-ttv2", "drn", "hybrid"],
+)
+def test_moving_a_trainer_in_place_keeps_it_training_the_same(extra):
+    """What ``--device cuda`` does to a built trainer, done on the CPU: every tensor moved in
+    place, caches dropped, the synapses rebound; training goes on bit for bit."""
+    a, b = _steps("cpu", steps=1, **extra), _steps("cpu", steps=1, **extra)
+    move_to([b.model, b.synapses, b.periphery, b.estimator], torch.device("cpu"))
+    x, y = a.data.x_train, a.data.y_train
+    for k in range(1, 4):
+        a.step(x[16 * k : 16 * (k + 1)], y[16 * k : 16 * (k + 1)])
+        b.step(x[16 * k : 16 * (k + 1)], y[16 * k : 16 * (k + 1)])
+    assert all(torch.equal(p, q) for p, q in zip(a.model.params(), b.model.params(), strict=True))
+    assert a.evaluate("val") == b.evaluate("val")
 
 
 # ---- on a GPU ---------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ from npusim.runtime.optim import SGD, apply_ideal
 if TYPE_CHECKING:
     from npusim.runtime.parallel import DataParallel
 
-_CACHES = ("_memo_cache", "_fused_plan", "_k", "_kkey")  # derived tensors, rebuilt on use
+_CACHES = ("_memo_cache", "_fused_plan")  # derived tensors, dropped (rebuilt on use) ...
+_CACHE_ATTRS = ("_k", "_kkey")  # ... or reset to None
 CONVERGE_TOL = 1e-3  # a relaxation whose last sweep moves a unit by more than this (normalised
 # units, or V for the DRN) has not converged: counted per epoch and warned about
 
@@ -81,6 +82,8 @@ def move_to(obj: Any, device: torch.device, seen: set[int] | None = None) -> Non
     elif type(obj).__module__.startswith("npusim."):  # npusim's own objects only
         attrs = vars(obj) if hasattr(obj, "__dict__") else {}
         for key in _CACHES:
+            attrs.pop(key, None)
+        for key in _CACHE_ATTRS:
             if key in attrs:
                 object.__setattr__(obj, key, None)
         for v in attrs.values():

@@ -119,6 +119,36 @@ def symmetry_point(down: Tensor, up: Tensor, iters: int = 40) -> Tensor:
     return 0.5 * (lo + hi)
 
 
+def initial_state(
+    dev: DeviceSpec, d: Tensor, up: Tensor, down0: Tensor, signed: bool, noise: Tensor | None
+) -> Tensor:
+    """Program-and-verify states (normalised conductance, (n, devices)) for weights ``d`` (n,)
+    in units of the tensor's weight scale: one device holds ``d`` (unsigned); a pair holds it
+    as ``y0 - y1`` placed by ``dev.scheme`` (one-sided: both from the higher floor; reference:
+    device 1 at the middle of the common window, or at device 0's symmetry point; otherwise
+    symmetric about the middle). ``up``: (n, devices, 8) bank rows of the up direction;
+    ``down0``: (n, 8) device 0's down rows; ``noise``: (n, devices) unit variates of one
+    step's write noise (residual error of the verify loop), or None. Clipped to the bounds."""
+    lo, hi = up[..., LO], up[..., HI]
+    if not signed:
+        y = d.unsqueeze(1).clone()
+    elif dev.scheme == "one_sided":
+        base = torch.maximum(lo[:, 0], lo[:, 1])
+        y = torch.stack([base + d.clamp(min=0), base + (-d).clamp(min=0)], 1)
+    elif dev.scheme == "reference":
+        mid = 0.5 * (torch.maximum(lo[:, 0], lo[:, 1]) + torch.minimum(hi[:, 0], hi[:, 1]))
+        if dev.reference_point == "symmetry":  # weight 0 at the device's own symmetry point
+            sym = symmetry_point(down0, up[:, 0])  # (zero-shifting)
+            mid = torch.minimum(torch.maximum(sym, lo[:, 1]), hi[:, 1])
+        y = torch.stack([mid + d, mid], 1)
+    else:
+        mid = 0.5 * (torch.maximum(lo[:, 0], lo[:, 1]) + torch.minimum(hi[:, 0], hi[:, 1]))
+        y = torch.stack([mid + 0.5 * d, mid - 0.5 * d], 1)
+    if noise is not None:
+        y.addcmul_(noise, up[..., NOISE])
+    return torch.minimum(torch.maximum(y, lo), hi)
+
+
 def drift(y: Tensor, nu: Tensor, t: float, t0: float) -> Tensor:
     """G(t) = G0 * (t / t0)^(-nu) for t > t0; unchanged (a copy) for t <= t0."""
     if t <= t0:

@@ -26,7 +26,7 @@ from npusim.chip.spec import DeviceSpec
 from npusim.core.outer import OuterProduct
 from npusim.devices import coincidence, kernel, pulsed, torch_kernel
 from npusim.devices.ideal import add_exact, deliver
-from npusim.devices.pulsed import HI, LO, NOISE
+from npusim.devices.pulsed import HI, LO
 
 _SEED_DEVICES = 0x5EED_0001
 _SEED_PULSES = 0x5EED_0002
@@ -185,9 +185,9 @@ class DeviceSynapses:
     # -- helpers ---------------------------------------------------------------------
     def _rows(self, model: Tensor, up: Tensor | int) -> Tensor:
         """Bank rows (..., 8) of devices ``model`` for pulse direction ``up`` (1) / down (0)."""
-        flat = (model + up).reshape(-1).numpy()
+        flat = (model + up).reshape(-1).cpu().numpy()
         rows = np.take(self._bank_np, flat, axis=0)
-        return torch.from_numpy(rows).view(*model.shape, 8)
+        return torch.from_numpy(rows).view(*model.shape, 8).to(model.device)
 
     def _noise(self, m: int) -> Tensor:
         """m zero-mean, unit-variance variates: Irwin-Hall sums of four 16-bit uniforms,
@@ -197,28 +197,10 @@ class DeviceSynapses:
         return s.sub_(131070.0).mul_(1.0 / 37837.23)
 
     def _initial_state(self, w: Tensor, model: Tensor, sgn: bool, s: float) -> Tensor:
-        """Program-and-verify the initial weights (residual error: one step's write noise)."""
-        rows = self._rows(model, 1)
-        lo, hi = rows[..., LO], rows[..., HI]
-        d = w / s
-        if not sgn:
-            y = d.unsqueeze(1).clone()
-        elif self.dev.scheme == "one_sided":
-            base = torch.maximum(lo[:, 0], lo[:, 1])
-            y = torch.stack([base + d.clamp(min=0), base + (-d).clamp(min=0)], 1)
-        elif self.dev.scheme == "reference":
-            mid = 0.5 * (torch.maximum(lo[:, 0], lo[:, 1]) + torch.minimum(hi[:, 0], hi[:, 1]))
-            if self.dev.reference_point == "symmetry":  # weight 0 at the device's own
-                down = self._rows(model[:, :1], 0)[:, 0]  # symmetry point (zero-shifting)
-                sym = pulsed.symmetry_point(down, rows[:, 0])
-                mid = torch.minimum(torch.maximum(sym, lo[:, 1]), hi[:, 1])
-            y = torch.stack([mid + d, mid], 1)
-        else:
-            mid = 0.5 * (torch.maximum(lo[:, 0], lo[:, 1]) + torch.minimum(hi[:, 0], hi[:, 1]))
-            y = torch.stack([mid + 0.5 * d, mid - 0.5 * d], 1)
-        if self.noisy:
-            y.addcmul_(self._noise(y.numel()).view_as(y), rows[..., NOISE])
-        return torch.minimum(torch.maximum(y, lo), hi)
+        """Program-and-verify the initial weights (:func:`pulsed.initial_state`)."""
+        up, down0 = self._rows(model, 1), self._rows(model[:, :1], 0)[:, 0]
+        noise = self._noise(up.shape[0] * up.shape[1]).view(up.shape[:2]) if self.noisy else None
+        return pulsed.initial_state(self.dev, w / s, up, down0, sgn, noise)
 
     def _weights_from(self, i: int, y: Tensor) -> Tensor:
         w = y[:, 0] - y[:, 1] if self.signed[i] else y[:, 0]

@@ -77,7 +77,9 @@ def _program(y: Tensor, n: Tensor, rows: Tensor, bank: Tensor, xi: Tensor) -> Te
     return torch.minimum(torch.maximum(out, b[:, LO]), b[:, HI])
 
 
-def _counts(x: Tensor, key: int, stochastic: bool, acc: Tensor | None, live: Tensor | None):
+def _counts(
+    x: Tensor, key: int, stochastic: bool, acc: Tensor | None, live: Tensor | None
+) -> Tensor:
     """Rounded counts (float32, flat) of desired pulses ``x`` (flat); with ``acc`` the whole
     pulses of ``acc + x`` (rows outside ``live``, a flat mask, keep their ``acc``)."""
     if acc is not None:
@@ -94,9 +96,13 @@ def _counts(x: Tensor, key: int, stochastic: bool, acc: Tensor | None, live: Ten
     return torch.floor(x + 0.5)
 
 
-def _fire(n, f, key, mode, rec, c1, bank, scale, w, noisy, endurance, cols) -> Tensor:
-    """Program whole counts ``n`` (float32) into the weights at flat indices ``f``; returns
-    the pulses issued per row (int64)."""
+def _fire(
+    n: Tensor, f: Tensor, key: int, mode: int, rec: Tensor, c1: Tensor, bank: Tensor,
+    scale: float, w: Tensor, noisy: bool, endurance: int, cols: int,
+) -> Tensor:  # fmt: skip
+    """Program whole counts ``n`` (float32) into the weights at flat indices ``f`` (int64);
+    returns the pulses issued per row (int64). Device 1 is programmed only where the mode
+    sends it pulses (ONE_DEVICE: never)."""
     rows = rec.shape[0] // max(cols, 1)
     pulses = torch.zeros(rows, dtype=torch.int64, device=rec.device)
     if f.numel() == 0:
@@ -118,7 +124,7 @@ def _fire(n, f, key, mode, rec, c1, bank, scale, w, noisy, endurance, cols) -> T
         on0, on1, n1, row1 = torch.ones_like(d1), torch.ones_like(d1), -n, m1 + (n < 0).long()
     else:
         on0, on1, n1, row1, xi1 = ~d1, d1, n0, m1, xi
-    new1 = _program(y1, n1, row1, bank, xi1)
+    new1 = _program(y1, n1, row1, bank, xi1) if mode in (ONE_SIDED, BIDIRECTIONAL) else y1
     c0n = torch.where(on0, c0.long() + count, c0.long()).to(torch.int32)
     c1n = torch.where(on1, c1f.long() + count, c1f.long()).to(torch.int32)
     y0n, y1n = torch.where(on0, new0, y0), torch.where(on1, new1, y1)

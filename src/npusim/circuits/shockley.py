@@ -27,7 +27,7 @@ from npusim.circuits.netlist import DiodeModel
 def solve_exp_lin(a: Tensor, b: Tensor, d: Tensor, iters: int = 60) -> Tensor:
     """Root ``w`` of ``a·(eʷ − 1) + b·w = d`` for ``a ≥ 0``, ``b > 0`` (broadcast), by Newton
     from an upper bound of the root (monotone for this convex increasing function)."""
-    a, b = torch.as_tensor(a, dtype=d.dtype), torch.as_tensor(b, dtype=d.dtype)
+    a, b = (torch.as_tensor(v, dtype=d.dtype, device=d.device) for v in (a, b))
     if not bool((a > 0).any()):
         return d / b
     pos = d > 0

@@ -80,7 +80,10 @@ def move_to(obj: Any, device: torch.device, seen: set[int] | None = None) -> Non
         for v in obj.values():
             move_to(v, device, seen)
     elif type(obj).__module__.startswith("npusim."):  # npusim's own objects only
-        attrs = vars(obj) if hasattr(obj, "__dict__") else {}
+        try:
+            attrs = vars(obj)
+        except TypeError:  # no instance dictionary
+            return
         for key in _CACHES:
             attrs.pop(key, None)
         for key in _CACHE_ATTRS:

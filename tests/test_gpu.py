@@ -144,9 +144,11 @@ def test_hybrid_network_trains_a_step_on_cuda():
 
 
 @needs_cuda
-def test_a_cuda_checkpoint_resumes_on_the_cpu(tmp_path):
+@pytest.mark.parametrize("update", ["sgd", "mixed", "ttv2"])
+def test_a_cuda_checkpoint_resumes_on_the_cpu(tmp_path, update):
     out = tmp_path / "run"
-    assert main(["train", *SMALL, "--chip", "rram", "--device", "cuda", "--out", str(out)]) == 0
+    args = ["--chip", "rram", "--update", update, "--device", "cuda", "--out", str(out)]
+    assert main(["train", *SMALL, *args]) == 0
     assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--device", "cpu"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert len(res["epochs"]) == 2 and res["device"] == "cpu"

@@ -366,7 +366,7 @@ class Trainer:
             "best_params": _on_cpu(self.state.best_params),
             "history": [r.to_dict() for r in self.state.history],
             "optim": _on_cpu(self.optim.state_dict()),
-            "synapses": None if self.synapses is None else self.synapses.state_dict(),
+            "synapses": None if self.synapses is None else _on_cpu(self.synapses.state_dict()),
             "ledger": None if self.ledger is None else self.ledger.to_dict(),
             "in_array": None if self.in_array is None else self.in_array.state_dict(),
         }
@@ -397,7 +397,7 @@ def _on_cpu(state: Any) -> Any:
     """``state`` (tensors in lists and dicts) with every tensor copied to the CPU."""
     if isinstance(state, Tensor):
         return state.detach().cpu().clone()
-    if isinstance(state, (list, tuple)):
+    if isinstance(state, list) or type(state) is tuple:
         return type(state)(_on_cpu(v) for v in state)
     if isinstance(state, dict):
         return {k: _on_cpu(v) for k, v in state.items()}

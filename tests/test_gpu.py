@@ -138,6 +138,16 @@ def test_rram_training_on_cuda_gives_the_cpu_pulses_statistically():
 
 
 @needs_cuda
+def test_drn_with_shockley_diodes_trains_on_cuda_close_to_cpu():
+    cpu, gpu = (
+        _steps("cpu", model="drn", diode="shockley"),
+        _steps("cuda", model="drn", diode="shockley"),
+    )
+    for a, b in zip(cpu.model.params(), gpu.model.params(), strict=True):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-3, atol=1e-6)
+
+
+@needs_cuda
 def test_hybrid_network_trains_a_step_on_cuda():
     tr = _steps("cuda", steps=1, model="hybrid", arch="conv4k3-pool|fc10")
     assert all(p.device.type == "cuda" and bool(torch.isfinite(p).all()) for p in tr.model.params())

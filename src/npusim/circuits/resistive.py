@@ -122,7 +122,9 @@ class DeepResistive(LayeredNetwork):
                     "(output 1 -> converters.adc_hi)"
                 )
         gains = [-a * s for s in self._sign]  # _sign: -1 excitatory, +1 inhibitory
-        gains.append(torch.full((self.sizes[-1],), a, dtype=self.dtype))
+        gains.append(
+            torch.full((self.sizes[-1],), a, dtype=self.dtype, device=self.weights[0].device)
+        )
         return [g.to(self.dtype) for g in gains]
 
     def input_voltages(self, x: Tensor) -> Tensor:

@@ -131,8 +131,7 @@ def test_accumulator_transfers_equal_numba(scheme):
     assert fired > 0
 
 
-def test_refresh_and_coincidence_paths_run_on_the_torch_chip():
-    """The rare refresh and the coincidence batches run in numba; same results."""
+def _refresh_and_coincidence_run() -> tuple[DeviceSynapses, DeviceSynapses]:
     a, b = _pair("one_sided", True, 9, refresh=True, refresh_interval=2, refresh_level=0.6)
     g = torch.Generator().manual_seed(1)
     for _ in range(6):
@@ -141,8 +140,21 @@ def test_refresh_and_coincidence_paths_run_on_the_torch_chip():
         b.apply(b.params, [d])
     counts = torch.randint(-2, 3, (3, 24, 36), generator=g).float()
     assert a.program_batch(0, counts) == b.program_batch(0, counts)
+    return a, b
+
+
+def test_refresh_and_coincidence_paths_run_on_the_torch_chip(monkeypatch):
+    """The rare refresh and the coincidence batches run in numba on the torch kernel's records:
+    in place on the CPU, and on copies written back when ``.cpu()`` copies (records on a
+    GPU, emulated here); both give the numba chip's results."""
+    a, b = _refresh_and_coincidence_run()
     _assert_same(a, b)
     assert a.refreshes > 0 and a.refreshes == b.refreshes
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda t: t.clone())
+    _, c = _refresh_and_coincidence_run()
+    monkeypatch.undo()
+    _assert_same(a, c)
+    assert c.refreshes == a.refreshes
 
 
 @pytest.mark.parametrize("update", ["sgd", "mixed"])

@@ -231,7 +231,9 @@ def test_a_hybrid_network_with_batch_norm_learns_synthetic_colour_images(chip: s
     from npusim.runtime.train import Trainer
 
     arch = "conv8k3-bn-pool|ff16-bn|fc3"
-    cfg = TrainConfig(model="hybrid", arch=arch, epochs=3, lrs=[0.1], augment=0, chip=chip)
+    cfg = TrainConfig(
+        model="hybrid", arch=arch, epochs=3, lrs=[0.1], augment=0, rotate=0.0, zoom=0.0, chip=chip
+    )
     tr = Trainer(cfg, data=_synthetic(), ledger=Ledger())
     net = tr.model
     assert isinstance(net, HybridNetwork) and len(cfg.resolved().lrs) == 5

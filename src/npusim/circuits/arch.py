@@ -85,7 +85,10 @@ Op = Pool | Norm
 Stage = tuple[tuple[Op, ...], tuple[Layer, ...]]  # feed-forward ops, then a block's layers
 
 PRESETS: dict[str, str] = {
-    # the README's mnist5k hybrid network (the default of --model hybrid)
+    # the README's mnist5k hybrid network (the default of --model hybrid): two convolutional
+    # blocks and a dense hidden block, each one layer (exact in one sweep)
+    "mnist-conv-fc": "conv32k5-pool|conv64k5-pool|fc256|fc10",
+    # the same without the dense hidden block
     "mnist-conv": "conv32k5-pool|conv64k5-pool|fc10",
     # the same layers with average pooling: as one energy-based block, and split into three
     "mnist-conv-1block": "conv32k5-apool-conv64k5-apool-fc10",

@@ -126,11 +126,12 @@ class TrainConfig:
     )
     model: str = option("dhn", kind=str, choices=MODELS, help="network")
     arch: str = option(
-        "mnist-conv",
+        "mnist-conv-fc",
         kind=str,
         help="hybrid network's layers (--model hybrid): a preset (" + ", ".join(PRESETS) + ") or "
         "e.g. conv32k5-pool|conv64k5-pool|fc10 (weight layers joined by - settle together as "
-        "one energy-based block; pool or | starts the next block)",
+        "one energy-based block; pool, bn, an analog ffN/ffconvC layer or | starts the next "
+        "block), or a .toml file",
     )
     hidden: list[int] = option(
         kind="ints",
@@ -189,21 +190,21 @@ class TrainConfig:
         kind=bool,
         help="mirror each training image left-right with probability 1/2 (e.g. for CIFAR)",
     )
-    rotate: float = option(
-        0.0,
+    rotate: float | None = option(
         kind=float,
         lo=0.0,
         hi=180.0,
         unit="degrees",
         help="rotate each training image about its centre by an angle uniform in ±this",
+        default_text="0; hybrid on 28×28 images 10",
     )
-    zoom: float = option(
-        0.0,
+    zoom: float | None = option(
         kind=float,
         lo=0.0,
         hi=1.0,
         hi_open=True,
         help="scale each training image by a factor uniform in 1 ± this",
+        default_text="0; hybrid on 28×28 images 0.1",
     )
     chip: str = option(
         "ideal", kind=str, help="chip preset (ideal, rram, pcm, ecram) or a .toml file"
@@ -250,6 +251,11 @@ class TrainConfig:
         if out.augment is None:  # shift 28×28 images by up to 1 pixel (a hybrid network's
             # convolutions by 2); 8×8 digits not at all
             out.augment = 0 if out.dataset == "digits" else 2 if out.model == "hybrid" else 1
+        mnist_like = out.model == "hybrid" and out.dataset in ("mnist5k", "mnist", "fashion-mnist")
+        if out.rotate is None:  # small rotations and zooms of 28×28 digits (README: hybrid)
+            out.rotate = 10.0 if mnist_like else 0.0
+        if out.zoom is None:
+            out.zoom = 0.1 if mnist_like else 0.0
         for key in ("beta", "sweeps", "batch_size", "epochs", "lr_decay"):
             if getattr(out, key) is None:
                 setattr(out, key, d[key])

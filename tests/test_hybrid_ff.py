@@ -262,3 +262,29 @@ def test_a_hybrid_network_with_batch_norm_learns_synthetic_colour_images(chip: s
     ]
     assert led.mean_sweeps("free") == 1.0
     assert net.norms[0].running_var.ne(1.0).all()  # the running statistics were updated
+
+
+def test_a_resumed_batch_norm_run_continues_exactly() -> None:
+    """Checkpoints hold the batch norms' running statistics: one epoch, a checkpoint loaded
+    into a fresh trainer, then a second epoch equals two epochs in one go (weights, running
+    statistics and the errors evaluated on them)."""
+    from npusim.runtime.config import TrainConfig
+    from npusim.runtime.train import Trainer
+
+    cfg = TrainConfig(
+        model="hybrid", arch="conv8k3-bn-pool|ff16-bn|fc3", epochs=2, lrs=[0.1], augment=0,
+        rotate=0.0, zoom=0.0,
+    )  # fmt: skip
+    full = Trainer(cfg, data=_synthetic())
+    first = full.run_epoch()
+    ckpt = full.checkpoint()
+    assert len(ckpt["buffers"]) == 4 and len(ckpt["best_buffers"]) == 4
+    assert not torch.equal(ckpt["buffers"][0], torch.zeros_like(ckpt["buffers"][0]))
+    second = full.run_epoch()
+    resumed = Trainer(cfg, data=_synthetic())
+    resumed.load_checkpoint(ckpt)
+    again = resumed.run_epoch()
+    assert resumed.state.history[0] == first and again.test_error == second.test_error
+    for a, b in zip(full.model.buffers() + full.model.params(), resumed.model.buffers()
+                    + resumed.model.params(), strict=True):  # fmt: skip
+        assert torch.equal(a, b)

@@ -141,6 +141,12 @@ class TrainState:
     epoch: int = 0
     history: list[EpochRecord] = field(default_factory=list)
     best_params: list[Tensor] | None = None
+    best_buffers: list[Tensor] | None = None  # the network's state at that epoch (batch norms)
+
+
+def _buffers(model: Network) -> list[Tensor]:
+    """The network's state that is not a parameter (batch norms' running statistics)."""
+    return list(model.buffers()) if hasattr(model, "buffers") else []
 
 
 class Trainer:
@@ -348,6 +354,7 @@ class Trainer:
             )
         if self.best is None or val_err < self.best.val_error:
             self.state.best_params = [p.clone() for p in self.model.params()]
+            self.state.best_buffers = [b.clone() for b in _buffers(self.model)]
         self.state.history.append(rec)
         return rec
 
@@ -364,6 +371,8 @@ class Trainer:
             "epoch": self.state.epoch,
             "params": [p.detach().cpu().clone() for p in self.model.params()],
             "best_params": _on_cpu(self.state.best_params),
+            "buffers": _on_cpu(_buffers(self.model)),
+            "best_buffers": _on_cpu(self.state.best_buffers),
             "history": [r.to_dict() for r in self.state.history],
             "optim": _on_cpu(self.optim.state_dict()),
             "synapses": None if self.synapses is None else _on_cpu(self.synapses.state_dict()),
@@ -373,10 +382,13 @@ class Trainer:
 
     def load_checkpoint(self, ckpt: dict) -> None:
         self.model.load_params(ckpt["params"])
+        if ckpt.get("buffers"):  # batch norms' running statistics
+            self.model.load_buffers(ckpt["buffers"])  # type: ignore[attr-defined]
         self.state = TrainState(
             epoch=ckpt["epoch"],
             history=[EpochRecord(**r) for r in ckpt["history"]],
             best_params=_on(ckpt["best_params"], self.device),
+            best_buffers=_on(ckpt.get("best_buffers"), self.device),
         )
         optim = copy.deepcopy(ckpt["optim"])  # saved on the CPU: moved to this run's device
         move_to(optim, self.device)

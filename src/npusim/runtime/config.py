@@ -20,6 +20,7 @@ from npusim.data.datasets import DATASETS
 from npusim.devices.coincidence import DEFAULT_PULSE_TRAIN
 from npusim.devices.rules import UPDATE_RULES
 from npusim.learning.estimators import ALGORITHMS, VARIANTS
+from npusim.runtime.device import DEVICES, cuda_unavailable
 
 # Defaults per model, chosen on the validation split of mnist5k (see README).
 MODEL_DEFAULTS: dict[str, dict] = {
@@ -52,7 +53,6 @@ MODELS = tuple(MODEL_DEFAULTS)
 UPDATE_RULE_NAMES = tuple(UPDATE_RULES)
 DIODES = ("ideal", "shockley")
 OUTER_PRODUCTS = ("digital", "coincidence")
-DEVICES = ("cpu", "cuda", "auto")
 SEED_MAX = 2**32 - 1
 STAYS_NONE = ("data_dir", "free_sweeps", "classes")  # None after resolution too (no data
 # folder; = sweeps; every class)
@@ -320,8 +320,7 @@ class TrainConfig:
         need(
             self.device != "cuda" or torch.cuda.is_available(),
             "device",
-            f"CUDA is not available on this machine (torch {torch.__version__}); use --device "
-            "cpu or auto",
+            cuda_unavailable(),
         )
         need(
             self.device != "cuda" or self.outer_product == "digital",

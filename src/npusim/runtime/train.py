@@ -23,6 +23,7 @@ from npusim.devices import DeviceSynapses, make_synapses
 from npusim.devices.converters import Periphery, periphery_for
 from npusim.learning.estimators import make_estimator
 from npusim.runtime.config import TrainConfig
+from npusim.runtime.device import resolve_device  # noqa: F401 - re-exported
 from npusim.runtime.inarray import InArrayUpdater
 from npusim.runtime.ledger import Ledger
 from npusim.runtime.optim import SGD, apply_ideal
@@ -48,15 +49,6 @@ def build_model(
     sizes = [num_features, *cfg.hidden, num_classes]
     options = NetworkOptions(cfg.input_gain, cfg.diode, cfg.arch, image)
     return make_network(cfg.model, sizes, cfg.seed, options)
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device of ``--device``: ``auto`` is ``cuda`` when torch sees a GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return (
-        torch.device("cuda", torch.cuda.current_device()) if name == "cuda" else torch.device(name)
-    )
 
 
 def move_to(obj: Any, device: torch.device, seen: set[int] | None = None) -> None:

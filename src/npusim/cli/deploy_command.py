@@ -9,6 +9,7 @@ from pathlib import Path
 
 from npusim.cli.chip_commands import add_after_option
 from npusim.report.plot import after_drift_png
+from npusim.runtime.device import DEVICES
 
 
 def add_deploy_args(p: argparse.ArgumentParser) -> None:
@@ -43,7 +44,18 @@ def add_deploy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", type=int, default=500, help="training samples for ranges")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="CPU threads for torch")
+    add_device_option(p, "the model, its tiles, noise and converters")
     p.add_argument("--out", type=Path, help="output folder (default runs/deploy-MODEL-CHIP)")
+
+
+def add_device_option(p: argparse.ArgumentParser, what: str) -> None:
+    """``--device cpu|cuda|auto`` (random numbers are drawn on the CPU either way)."""
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="cpu",
+        help=f"where {what} run: cpu, cuda (the first CUDA GPU) or auto (cuda when available)",
+    )
 
 
 def run_deploy(a: argparse.Namespace) -> int:
@@ -55,6 +67,7 @@ def run_deploy(a: argparse.Namespace) -> int:
     from npusim.deploy.bill import inference_bill
     from npusim.deploy.hwa import drift_errors, error_rate, fit, hwa_train
     from npusim.deploy.models import is_conv, load_model, mlp
+    from npusim.runtime.device import checked_device
     from npusim.runtime.io import atomic_json
     from npusim.runtime.threads import apply_default_threads
 
@@ -64,6 +77,7 @@ def run_deploy(a: argparse.Namespace) -> int:
     for name in ("repeats", "calibration"):
         if getattr(a, name) < 1:
             raise DeployError(f"--{name} must be >= 1, got {getattr(a, name)}")
+    device = checked_device(getattr(a, "device", "cpu"), DeployError)
     chip = load_chip(a.chip)
     out = a.out or Path("runs") / f"deploy-{Path(a.model).stem}-{chip.name}"
     if (out / "deploy.json").exists():
@@ -75,12 +89,14 @@ def run_deploy(a: argparse.Namespace) -> int:
     else:
         model, built_in = load_model(a.model, trust_pickle=a.trust_model_file)
     conv = is_conv(model)
+    model.to(device)  # built and initialised on the CPU, as without --device
     c, h, w = data.chw
 
     def shape(x: torch.Tensor) -> torch.Tensor:
-        return x.view(-1, c, h, w) if conv else x
+        return (x.view(-1, c, h, w) if conv else x).to(device)
 
     x_tr, x_te = shape(data.x_train), shape(data.x_test)
+    y_tr, y_te = data.y_train.to(device), data.y_test.to(device)
     t0 = time.perf_counter()
     epochs = a.epochs if a.epochs is not None else (30 if built_in else 0)
     try:
@@ -91,9 +107,9 @@ def run_deploy(a: argparse.Namespace) -> int:
             f"{tuple(x_tr[:2].shape)}: {e}"
         ) from None
     if epochs > 0:
-        fit(model, x_tr, data.y_train, epochs, seed=a.seed)
+        fit(model, x_tr, y_tr, epochs, seed=a.seed)
     model.eval()
-    digital = error_rate(model, x_te, data.y_test)
+    digital = error_rate(model, x_te, y_te)
     analog = deploy(
         model,
         chip,
@@ -104,9 +120,9 @@ def run_deploy(a: argparse.Namespace) -> int:
         verify_iterations=a.verify,
     )
     if a.hwa_epochs > 0:
-        hwa_train(analog, x_tr, data.y_train, a.hwa_epochs, seed=a.seed, noise_scale=a.hwa_noise)
+        hwa_train(analog, x_tr, y_tr, a.hwa_epochs, seed=a.seed, noise_scale=a.hwa_noise)
     times = dict(a.after)
-    after = drift_errors(analog, x_te, data.y_test, times, repeats=a.repeats, seed=a.seed)
+    after = drift_errors(analog, x_te, y_te, times, repeats=a.repeats, seed=a.seed)
     fitrep = fit_report(analog, chip)
     bill = inference_bill(analog, chip, x_te[:1])
     bill_rep = inference_bill(analog, chip, x_te[:1], replicate=True)
@@ -120,6 +136,7 @@ def run_deploy(a: argparse.Namespace) -> int:
         "verify_iterations": a.verify,
         "repeats": a.repeats,
         "seed": a.seed,
+        "device": str(device),  # where it ran (auto resolved)
         "digital_test_error": digital,
         "after": after,
         "after_seconds": times,

@@ -200,6 +200,7 @@ def _restore(parent: nn.Module) -> None:
                 child.padding,  # type: ignore[arg-type]
                 child.dilation,  # type: ignore[arg-type]
                 bias=child.bias is not None,
+                device=child.weight.device,
             )
             with torch.no_grad():
                 conv.weight.copy_(child.weight.view_as(conv.weight))
@@ -207,7 +208,12 @@ def _restore(parent: nn.Module) -> None:
                     conv.bias.copy_(child.bias)  # type: ignore[union-attr]
             setattr(parent, name, conv)
         elif isinstance(child, AnalogLinear):
-            lin = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+            lin = nn.Linear(
+                child.in_features,
+                child.out_features,
+                bias=child.bias is not None,
+                device=child.weight.device,
+            )
             with torch.no_grad():
                 lin.weight.copy_(child.weight)
                 if child.bias is not None:
@@ -221,8 +227,10 @@ def _restore(parent: nn.Module) -> None:
 def calibrate(model: nn.Module, x: Tensor) -> nn.Module:
     """Set every analog layer's DAC range (the inputs' [min, max], [0, max] when none is
     negative, symmetric otherwise) and ADC range (± the largest partial sum of one array) from
-    a digital forward pass over ``x``; returns ``model``."""
+    a digital forward pass over ``x`` (moved to the layers' device); returns ``model``."""
     layers = [m for _, m in analog_layers(model)]
+    if layers:
+        x = x.to(layers[0].weight.device)
     for m in layers:
         m._calib = {"lo": 0.0, "hi": 0.0, "adc": 0.0}
     was = model.training

@@ -36,9 +36,11 @@ from torch import Tensor
 from npusim.circuits.netlist import Netlist
 
 
-def distance_matrix(rows: int, dtype: torch.dtype = torch.float32) -> Tensor:
+def distance_matrix(
+    rows: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> Tensor:
     """``M_ii' = rows − max(i, i')``: column segments shared by cells i and i' (count)."""
-    i = torch.arange(rows)
+    i = torch.arange(rows, device=device)
     return (rows - torch.maximum(i[:, None], i[None, :])).to(dtype)
 
 
@@ -53,7 +55,7 @@ def ir_drop_first_order(g: Tensor, wire_ohm: float) -> Tensor:
 def relative_drop_per_ohm(g: Tensor) -> Tensor:
     """``A + M @ G`` (S): each cell's first-order relative voltage drop per Ω of segment."""
     a = torch.flip(torch.cumsum(torch.flip(g, (-1,)), -1), (-1,)).cumsum(-1)
-    return a + distance_matrix(g.shape[-2], g.dtype) @ g
+    return a + distance_matrix(g.shape[-2], g.dtype, g.device) @ g
 
 
 def crossbar_netlist(g: Tensor, wire_ohm: float) -> tuple[Netlist, list[int]]:

@@ -5,7 +5,9 @@ One pass each instead of a chain of tensor operations: :func:`dac_codes` rounds 
 codes; :func:`adc_accumulate` adds output noise to every array's partial sums (in ADC LSBs),
 takes the nearest level of a symmetric range (``floor + 1/2``), scales by the LSB and the
 array's drift-compensation factor, and adds the row blocks' partial sums and the bias — the
-same arithmetic as the tensor path of :mod:`npusim.deploy.layers`.
+same arithmetic as the tensor path of :mod:`npusim.deploy.layers`. Off the CPU (``--device
+cuda``) both are the equivalent tensor operations on the inputs' device (the same numbers up
+to float32 rounding order). :func:`normal_bank` holds the output noise's standard normals.
 """
 
 from __future__ import annotations
@@ -16,6 +18,33 @@ import numpy as np
 import torch
 from numba import njit
 from torch import Tensor
+
+_BANK_SIZE = 1 << 23
+_BANK: dict[torch.device, Tensor] = {}
+
+
+def normal_bank(device: torch.device | str = "cpu") -> Tensor:
+    """The bank of 2²³ standard normals of output noise (drawn once on the CPU from a fixed
+    seed; a copy per device)."""
+    device = torch.device(device)
+    if device not in _BANK:
+        cpu = torch.device("cpu")
+        if cpu not in _BANK:
+            _BANK[cpu] = torch.randn(_BANK_SIZE, generator=torch.Generator().manual_seed(0x0B5E))
+        _BANK[device] = _BANK[cpu].to(device)
+    return _BANK[device]
+
+
+def quantize(x: Tensor, bits: int, lo: float, hi: float, ste: bool) -> Tensor:
+    """Clip to [lo, hi] and round to 2**bits levels (``bits`` 0: unchanged); with ``ste`` the
+    gradient passes straight through (hardware-aware training)."""
+    if bits <= 0:
+        return x
+    lsb = (hi - lo) / (2**bits - 1)
+    if ste:
+        q = torch.round((x.detach().clamp(lo, hi) - lo) / lsb) * lsb + lo
+        return x + (q - x.detach())
+    return torch.clamp(x, lo, hi).sub_(lo).div_(lsb).round_().mul_(lsb).add_(lo)
 
 
 @njit(cache=True, fastmath=True)
@@ -56,8 +85,11 @@ def _adc(
                     row[q] = v if r == 0 else row[q] + v
 
 
-def dac_codes(x: Tensor, inv_lsb: float, bits: int) -> Tensor:
-    """``clamp(round(x / lsb), 0, 2**bits − 1)`` (float32), one fused pass."""
+def dac_codes(x: Tensor, inv_lsb: float, bits: int, fused: bool | None = None) -> Tensor:
+    """``clamp(round(x / lsb), 0, 2**bits − 1)`` (float32), one fused pass (``fused``: the
+    numba kernel; default on the CPU only, else tensor operations)."""
+    if not (x.device.type == "cpu" if fused is None else fused):
+        return torch.round(x.detach() * inv_lsb).clamp_(0.0, float(2**bits - 1))
     x2 = x.detach().contiguous().reshape(x.shape[0], -1)
     out = torch.empty_like(x2)
     _dac(x2.numpy(), float(inv_lsb), float(2**bits - 1), out.numpy())
@@ -72,17 +104,23 @@ def adc_accumulate(
     start: int,
     scale: Tensor,
     offset: Tensor,
+    fused: bool | None = None,
 ) -> Tensor:
     """Partial sums ``y`` (B, R, P, Q) in ADC LSBs -> Σ_r (level(y + sd·noise) · scale +
     offset), shape (B, P, Q). ``scale``/``offset`` (R, 1 or P, 1 or Q); ``bank[start:]`` the
-    standard normals, consumed in ``y``'s memory order; ``bits`` 0: no rounding or clipping."""
+    standard normals, consumed in ``y``'s memory order; ``bits`` > 0. ``fused``: the numba
+    kernel (default on the CPU only; else tensor operations on ``y``'s device)."""
     y = y.detach().contiguous()
     b, _, p, q = y.shape
-    out = torch.empty(b, p, q, dtype=y.dtype)
     half = 2.0 ** (bits - 1) if bits > 0 else math.inf
     lo, hi = (-half, half - 1) if bits > 0 else (-math.inf, math.inf)
     if bits <= 0:
         raise ValueError("adc_accumulate needs an ADC (bits > 0)")
+    if not (y.device.type == "cpu" if fused is None else fused):  # as tensor operations
+        if sd > 0:
+            y = y + sd * bank[start : start + y.numel()].view(y.shape)
+        return torch.addcmul(offset, y.floor().clamp_(lo, hi), scale).sum(1)
+    out = torch.empty(b, p, q, dtype=y.dtype)
     _adc(
         y.numpy(),
         bank.numpy(),

@@ -45,28 +45,11 @@ from npusim.chip.spec import ChipSpec
 from npusim.deploy import kernels
 from npusim.deploy.irdrop import ir_drop_first_order
 from npusim.deploy.noise import InferenceNoise
+from npusim.deploy.noise.base import cpu_randn
 
 YEAR_S = 3.15576e7
-_BANK_SIZE = 1 << 23
-_BANK: list[Tensor] = []
-
-
-def _normal_bank() -> Tensor:
-    if not _BANK:
-        _BANK.append(torch.randn(_BANK_SIZE, generator=torch.Generator().manual_seed(0x0B5E)))
-    return _BANK[0]
-
-
-def _quantize(x: Tensor, bits: int, lo: float, hi: float, ste: bool) -> Tensor:
-    """Clip to [lo, hi] and round to 2**bits levels (``bits`` 0: unchanged); with ``ste`` the
-    gradient passes straight through (hardware-aware training)."""
-    if bits <= 0:
-        return x
-    lsb = (hi - lo) / (2**bits - 1)
-    if ste:
-        q = torch.round((x.detach().clamp(lo, hi) - lo) / lsb) * lsb + lo
-        return x + (q - x.detach())
-    return torch.clamp(x, lo, hi).sub_(lo).div_(lsb).round_().mul_(lsb).add_(lo)
+_normal_bank = kernels.normal_bank
+_quantize = kernels.quantize
 
 
 @dataclass
@@ -201,7 +184,7 @@ class AnalogMatrix(nn.Module):
         y = noise.drifted(p.y_prog, p.nu, t)
         if self.settings.read_noise:
             std = noise.read_std(y, p.y_target, t)
-            y = y + scale * std * torch.randn(y.shape, generator=self._gen, dtype=y.dtype)
+            y = y + scale * std * cpu_randn(y, self._gen)
         y_eff = self._conductances(y.clamp(min=0.0))
         w = (y_eff[0] - y_eff[1]) * (p.w_max / (noise.y_max - noise.y_min))
         alpha = None
@@ -259,13 +242,13 @@ class AnalogMatrix(nn.Module):
         onoise = self.settings.noise.out_noise if self.settings.out_noise else 0.0
         if onoise > 0 and self.adc_bits > 0 and self._calib is None:
             sd = onoise * (hi - lo)
-            bank = _normal_bank()
+            bank = _normal_bank(y.device)
             n = y.numel()
             if n < bank.numel():
                 o = int(torch.randint(0, bank.numel() - n, (1,), generator=self._gen))
                 y = y + sd * bank[o : o + n].view(y.shape)
             else:
-                y = y + sd * torch.randn(y.shape, generator=self._gen)
+                y = y + sd * cpu_randn(y, self._gen)
         if self._calib is None:
             y = _quantize(y, self.adc_bits, lo, hi, ste=self.training)
         if alpha is not None:
@@ -313,7 +296,7 @@ class AnalogMatrix(nn.Module):
         alpha = (
             self._alpha
             if self._alpha is not None
-            else torch.ones(self.row_blocks, self.out_features)
+            else torch.ones(self.row_blocks, self.out_features, device=self._w_eff.device)
         )
         scale = alpha * s_out
         offset = 0.5 * scale if self.adc_bits > 0 else torch.zeros_like(scale)
@@ -335,7 +318,7 @@ class AnalogMatrix(nn.Module):
         """Partial sums ``y`` (B, R, P, Q) in ADC LSBs through output noise, the ADC, the
         compensation scale and the digital sum over row blocks -> (B, P, Q). ``scale`` and
         ``offset`` broadcast as (R, 1 or P, 1 or Q)."""
-        bank = _normal_bank()
+        bank = _normal_bank(y.device)
         n = y.numel()
         start = 0
         if sd > 0 and n < bank.numel():
@@ -343,7 +326,7 @@ class AnalogMatrix(nn.Module):
         if self.adc_bits > 0 and (sd == 0 or n < bank.numel()):
             return kernels.adc_accumulate(y, self.adc_bits, sd, bank, start, scale, offset)
         if sd > 0:  # beyond the bank, or an ideal ADC: the tensor path
-            y = y + sd * torch.randn(y.shape, generator=self._gen)
+            y = y + sd * cpu_randn(y, self._gen)
         if self.adc_bits > 0:
             half = 2 ** (self.adc_bits - 1)
             y = y.floor().clamp_(-half, half - 1)

@@ -88,7 +88,7 @@ class InferenceNoise(ABC):
     # ---- shared machinery ----------------------------------------------------------------
     def write(self, y_target: Tensor, gen: torch.Generator) -> Tensor:
         """One open-loop write: ``y_T + N(0, program_std(y_T))``, kept >= 0."""
-        noise = torch.randn(y_target.shape, generator=gen, dtype=y_target.dtype)
+        noise = cpu_randn(y_target, gen)
         return (y_target + noise * self.program_std(y_target)).clamp_(min=0.0)
 
     def program(self, y_target: Tensor, gen: torch.Generator) -> Tensor:
@@ -97,7 +97,7 @@ class InferenceNoise(ABC):
         for _ in range(self.verify_iterations):
             bad = (y - y_target).abs() > self.verify_tolerance
             y = torch.where(bad, self.write(y_target, gen), y)
-        return self.apply_stuck(y, self.stuck_mask(y.shape, gen))
+        return self.apply_stuck(y, self.stuck_mask(y.shape, gen, y.device))
 
     def program_pair(self, y_target: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         """Program differential pairs ``y_target`` (2, ...) = (G+, G−) targets; returns the
@@ -109,7 +109,7 @@ class InferenceNoise(ABC):
         for _ in range(self.verify_iterations):
             bad = (y - y_target).abs() > self.verify_tolerance
             y = torch.where(bad, self.write(y_target, gen), y)
-        mask = self.stuck_mask(y.shape, gen)
+        mask = self.stuck_mask(y.shape, gen, y.device)
         y = self.apply_stuck(y, mask)
         aim = y_target
         if not bool((mask > 0).any()):
@@ -124,13 +124,19 @@ class InferenceNoise(ABC):
             y = torch.where(moved, self.write(aim, gen), y)
         return y, self.apply_stuck(aim, mask)  # a stuck device drifts and reads as its state
 
-    def stuck_mask(self, shape: torch.Size | tuple[int, ...], gen: torch.Generator) -> Tensor:
-        """Per device: 0 working, 1 stuck at g_min, 2 stuck at g_max (int8)."""
+    def stuck_mask(
+        self,
+        shape: torch.Size | tuple[int, ...],
+        gen: torch.Generator,
+        device: torch.device | str = "cpu",
+    ) -> Tensor:
+        """Per device: 0 working, 1 stuck at g_min, 2 stuck at g_max (int8), drawn on the CPU
+        (``gen``) and placed on ``device``."""
         u = torch.rand(shape, generator=gen)
         out = torch.zeros(shape, dtype=torch.int8)
         out[u < self.stuck_min] = 1
         out[(u >= self.stuck_min) & (u < self.stuck_min + self.stuck_max)] = 2
-        return out
+        return out.to(device)
 
     def apply_stuck(self, y: Tensor, mask: Tensor) -> Tensor:
         """``y`` with stuck devices at their bound."""
@@ -138,8 +144,17 @@ class InferenceNoise(ABC):
         return torch.where(mask == 2, torch.full_like(y, self.y_max), y)
 
     def drifted(self, y_prog: Tensor, nu: Tensor, t: float) -> Tensor:
-        """``y_P (t / t0)^(-nu)`` for ``t > t0`` (else ``y_P``)."""
-        return drift(y_prog, nu, t, self.t0)
+        """``y_P (t / t0)^(-nu)`` for ``t > t0`` (else ``y_P``), on ``y_prog``'s device."""
+        if y_prog.device.type == "cpu" or t <= self.t0:
+            return drift(y_prog, nu, t, self.t0)
+        ratio = torch.tensor(t / self.t0, dtype=y_prog.dtype, device=nu.device)
+        return y_prog * torch.pow(ratio, -nu)
+
+
+def cpu_randn(like: Tensor, gen: torch.Generator) -> Tensor:
+    """Standard normals of ``like``'s shape and dtype drawn from the CPU generator ``gen`` and
+    placed on ``like``'s device (the same numbers wherever the tensors live)."""
+    return torch.randn(like.shape, generator=gen, dtype=like.dtype).to(like.device)
 
 
 def one_over_f_growth(t: float, t_read: float, t_ref: float) -> float:

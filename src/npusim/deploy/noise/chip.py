@@ -52,7 +52,8 @@ class ChipNoise(InferenceNoise):
         return torch.full_like(y_target, self._prog_std)
 
     def drift_nu(self, y_target: Tensor, gen: torch.Generator) -> Tensor:
-        return sample_drift_nu(self.chip.device, tuple(y_target.shape), gen).to(y_target.dtype)
+        nu = sample_drift_nu(self.chip.device, tuple(y_target.shape), gen)
+        return nu.to(y_target.device, y_target.dtype)
 
     def read_std(self, y_t: Tensor, y_target: Tensor, t: float) -> Tensor:
         growth = one_over_f_growth(t, self.t_read, self.t0)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from npusim.chip.spec import ChipSpec
-from npusim.deploy.noise.base import InferenceNoise, register
+from npusim.deploy.noise.base import InferenceNoise, cpu_randn, register
 from npusim.deploy.noise.chip import OUT_NOISE, WIRE_OHM
 
 #: g_max of the fit (µS), Nandakumar et al., ICECS 2019.
@@ -65,7 +65,7 @@ class PcmNoise(InferenceNoise):
 
     def drift_nu(self, y_target: Tensor, gen: torch.Generator) -> Tensor:
         mu, sd = self.drift_nu_stats(y_target)
-        return mu + sd * torch.randn(y_target.shape, generator=gen, dtype=y_target.dtype)
+        return mu + sd * cpu_randn(y_target, gen)
 
     def q_s(self, y_target: Tensor) -> Tensor:
         """1/f noise amplitude Q_s (dimensionless) at each target."""

@@ -179,6 +179,32 @@ def test_architecture_items_for_feed_forward_blocks() -> None:
     assert [a.ff_ops_in for a in arrays] == [0, 2 * 256 + 64 * 4, 2 * 16]
     assert net.block_sweeps(15) == [1, 1, 1]
     assert [p.dim() for p in net.params()] == [2, 1, 2, 1, 2] + [1] * 5
+    # the ff layer hands an error back to its batch norm and block 0: a transposed read
+    assert [a.read_back for a in arrays] == [False, True, False]
+    first = HybridNetwork("ff16|fc10", (1, 8, 8), 10).arrays  # nothing before it to train
+    assert [a.read_back for a in first] == [False, False]
+
+
+def test_the_ledger_counts_a_feed_forward_layers_backward_read() -> None:
+    """Training reads an analog feed-forward layer forward and, for the error on its input,
+    through its transpose: twice the MACs and device reads of inference, its error in through
+    DACs and the error on its input out through ADCs."""
+    from npusim.runtime.ledger import Ledger
+
+    arrays = HybridNetwork("conv4k3-bn-pool|ff16-bn|fc10", (1, 8, 8), 10).arrays
+    b, ff = 5, arrays[1]
+    counts = {}
+    for phase in ("free", "inference"):
+        led = Ledger()
+        led.relax(phase, arrays, b, 1, block=1)
+        counts[phase] = {
+            key: led.count(key, phase, 1) for key in ("macs", "device_reads", "adc", "dac")
+        }
+    cells = ff.rows * ff.cols
+    assert counts["inference"]["macs"] == b * cells and counts["free"]["macs"] == 2 * b * cells
+    assert counts["free"]["device_reads"] == 2 * b * cells
+    assert counts["free"]["dac"] == b * (ff.in_units + ff.out_units)  # its input, then δ
+    assert counts["free"]["adc"] == b * (ff.out_units + ff.in_units)  # its output, then the error
 
 
 def test_an_architecture_file_is_the_same_network_as_its_string(tmp_path) -> None:

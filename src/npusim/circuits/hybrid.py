@@ -191,10 +191,18 @@ class HybridNetwork:
         for k, block in enumerate(self.blocks):
             for j, c in enumerate(block.couplings):
                 ops = self.ff_ops[k] if j == 0 else 0
+                back = isinstance(block, FeedForwardLayer) and self.needs_input_error(k)
                 out.append(
-                    ArrayShape(*c.weight.shape, c.uses, c.in_units, c.out_units, j > 0, k, ops)
+                    ArrayShape(
+                        *c.weight.shape, c.uses, c.in_units, c.out_units, j > 0, k, ops, back
+                    )
                 )
         return out
+
+    def needs_input_error(self, k: int) -> bool:
+        """Whether training hands an error back from block ``k``'s input: to the block before
+        it, or to the batch norms in front of it."""
+        return k > 0 or any(isinstance(op, BatchNorm) for op in self.ops[k])
 
     def _pairs(self) -> list[tuple[Tensor, Tensor]]:
         """(weights or γ, bias or β) of every trained layer, in the order of the network."""

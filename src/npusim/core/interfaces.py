@@ -45,6 +45,8 @@ class ArrayShape:
     ``block``: the energy-based block it belongs to (0 for a single-block network).
     ``ff_ops_in``: digital operations per sample of the feed-forward block that feeds this
     array's input (pooling, normalisation; 0 when nothing digital sits before it).
+    ``read_back``: an analog feed-forward layer trained by backprop whose error on its input
+    is read through the transposed array once per training sample (the backward pass).
     """
 
     rows: int
@@ -55,6 +57,7 @@ class ArrayShape:
     fed_back: bool
     block: int = 0
     ff_ops_in: int = 0
+    read_back: bool = False
 
 
 def dense_arrays(sizes: list[int]) -> list[ArrayShape]:

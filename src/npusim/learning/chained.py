@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from npusim.circuits.block import FeedForwardLayer, HopfieldBlock
-from npusim.circuits.hybrid import BatchNorm, HybridNetwork
+from npusim.circuits.hybrid import HybridNetwork
 from npusim.core.interfaces import GradientEstimate, Reader, Relaxation, Update
 from npusim.core.phases import Phase
 
@@ -107,7 +107,7 @@ def chained_eqprop(
     for k in range(last, -1, -1):
         block, u = model.blocks[k], inputs[k]
         # the error on the input is needed for the block before, or for batch norms before it
-        need = k > 0 or any(isinstance(op, BatchNorm) for op in model.ops[k])
+        need = model.needs_input_error(k)
         if isinstance(block, FeedForwardLayer):  # backprop: never the last block
             g, g_u = block.backward(u, drives[k], cue["delta"], need_input=need)
         else:

@@ -21,6 +21,10 @@ block's input array (not ``fed_back``) is, for one block, array 0. Per array and
   (``b·out_units``; EqProp needs both equilibria); inference reads only the last layer of each
   block (activations moved between blocks go through converters; one block: the output).
   ``convert_every_sweep`` reads every output layer each sweep instead (``b·s·out_units``).
+* an analog feed-forward layer trained by backprop (``read_back``) is read once more per
+  training sample, through its transpose: in the free phase ``b·uses·rows·cols`` more MACs and
+  device reads, its error signal in (``b·out_units`` DAC) and the error on its input out
+  (``b·in_units`` ADC).
 * device reads: ``readouts·uses·rows·cols``, ``readouts`` = ``b`` (or ``b·s`` with
   ``convert_every_sweep``): every read-out holds the network at its equilibrium for one read
   integration, so every cell of every array conducts once per use, inference included.
@@ -243,6 +247,11 @@ class Ledger:
             if nudged and last[k]:
                 dac += b * a.out_units
                 lay["fp32_ops"][k] += 2 * b * a.out_units
+            if a.read_back and phase == "free":  # backprop's transposed read: δ in, error out
+                lay["macs"][k] += b * cells
+                lay["device_reads"][k] += b * cells
+                dac += b * a.out_units
+                adc += b * a.in_units
             if inference and k == out_k:
                 lay["digital_ops"][k] += b * a.out_units
             lay["adc"][k] += adc

@@ -60,7 +60,8 @@ _SCALARS: dict[str, tuple[str, object]] = {
 }
 _TABLES: tuple[str, ...] = ("device_events_seen", "sizes", "logical_sizes", "arrays")
 _ARRAY_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ArrayShape))
-_ARRAY_OPTIONAL: frozenset[str] = frozenset({"block", "ff_ops_in"})
+_ARRAY_OPTIONAL: frozenset[str] = frozenset({"block", "ff_ops_in", "read_back"})
+_ARRAY_FLAGS: frozenset[str] = frozenset({"fed_back", "read_back"})
 
 
 def is_count(v: object) -> bool:
@@ -100,9 +101,9 @@ def arrays_to_list(arrays: list[ArrayShape]) -> list[dict[str, Any]]:
 
 
 def arrays_from_list(vals: object) -> list[ArrayShape]:
-    """Saved arrays, checked: a list of objects with :class:`ArrayShape`'s fields (``block``
-    and ``ff_ops_in`` optional); rows, cols, uses and units positive integers, ``fed_back`` a
-    bool, ``block`` and ``ff_ops_in`` non-negative integers."""
+    """Saved arrays, checked: a list of objects with :class:`ArrayShape`'s fields (``block``,
+    ``ff_ops_in`` and ``read_back`` optional); rows, cols, uses and units positive integers,
+    ``fed_back`` and ``read_back`` bools, ``block`` and ``ff_ops_in`` non-negative integers."""
     if not isinstance(vals, list):
         raise LedgerError(f"arrays: expected a list of objects, got {vals!r}")
     out = []
@@ -114,13 +115,13 @@ def arrays_from_list(vals: object) -> list[ArrayShape]:
         if unknown or missing:
             raise LedgerError(f"arrays[{i}]: unknown keys {unknown}, missing keys {missing}")
         for key, v in a.items():
-            if key == "fed_back":
+            if key in _ARRAY_FLAGS:
                 ok = isinstance(v, bool)
             else:
                 ok = is_count(v) and (key in _ARRAY_OPTIONAL or v >= 1)
             if not ok:
-                want = "true or false" if key == "fed_back" else "a non-negative integer"
-                want = want if key in _ARRAY_OPTIONAL | {"fed_back"} else "a positive integer"
+                want = "true or false" if key in _ARRAY_FLAGS else "a non-negative integer"
+                want = want if key in _ARRAY_OPTIONAL | _ARRAY_FLAGS else "a positive integer"
                 raise LedgerError(f"arrays[{i}].{key}: expected {want}, got {v!r}")
         out.append(ArrayShape(**a))
     return out

@@ -13,10 +13,15 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from npusim.cli.chip_commands import add_after_option, labelled_duration
+from npusim.cli.deploy_command import add_device_option
 from npusim.cli.options import path_arg, positive_int
 from npusim.report.plot import after_drift_png
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -27,6 +32,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--hwa-steps", type=int, default=60, help="hardware-aware fine-tuning steps (0: none)"
     )
     p.add_argument("--hwa-noise", type=float, default=1.0, help="injected noise scale in HWA")
+    add_device_option(p, "training, the deployed model and generation")
 
 
 def add_lm_train_args(p: argparse.ArgumentParser) -> None:
@@ -88,20 +94,36 @@ def _note(text: str) -> None:
 
 
 def _setup(a: argparse.Namespace):  # noqa: ANN202
-
-    from npusim.deploy.lm import load_corpus, model_dir
+    """(corpus, model folder, torch device); ``--device cuda`` without CUDA is one error."""
+    from npusim.deploy.lm import CorpusError, load_corpus, model_dir
+    from npusim.runtime.device import checked_device
     from npusim.runtime.threads import apply_default_threads
 
+    device = checked_device(getattr(a, "device", "cpu"), CorpusError)
     apply_default_threads(a.threads)
-    return load_corpus(a.text), model_dir(a.model_dir)
+    return load_corpus(a.text), model_dir(a.model_dir), device
 
 
-def _digital(a: argparse.Namespace, corpus, folder: Path, **shape: int):  # noqa: ANN001, ANN202
-    from npusim.deploy.lm import GPTConfig, TrainSettings, load_model, save_model, train_lm
+def _loaded(path: Path, device: torch.device):  # noqa: ANN202
+    """A saved model (loaded on the CPU) on ``device``, with its vocabulary and record."""
+    from npusim.deploy.lm import load_model
+
+    model, chars, record = load_model(path)
+    return model.to(device), chars, record
+
+
+def _digital(  # noqa: ANN202
+    a: argparse.Namespace,
+    corpus,  # noqa: ANN001
+    folder: Path,
+    device: torch.device,
+    **shape: int,
+):
+    from npusim.deploy.lm import GPTConfig, TrainSettings, save_model, train_lm
 
     path = folder / f"{corpus.name}.pt"
     if path.exists() and not getattr(a, "force", False):
-        return load_model(path)
+        return _loaded(path, device)
     _note(f"training the language model on {corpus.name} (once; kept in {path})")
     cfg = GPTConfig(vocab=len(corpus.chars), **shape)
     s = TrainSettings(
@@ -118,19 +140,20 @@ def _digital(a: argparse.Namespace, corpus, folder: Path, **shape: int):  # noqa
                 f"  step {step + 1}/{s.steps}: loss {loss:.3f} ({time.perf_counter() - t0:.0f} s)"
             )
 
-    model, record = train_lm(corpus, cfg, s, progress=progress)
+    model, record = train_lm(corpus, cfg, s, progress=progress, device=device)
     save_model(model, corpus.chars, record, path)
     _note(f"  validation loss {record['val_loss']:.3f} nats/char; saved {path}")
     return model, corpus.chars, record
 
 
 def _hwa(a: argparse.Namespace, corpus, folder: Path, model, chip):  # noqa: ANN001, ANN202
-    from npusim.deploy.lm import TrainSettings, hwa_finetune, load_model, save_model
+    from npusim.deploy.lm import TrainSettings, hwa_finetune, save_model
+    from npusim.deploy.lm.model import device_of
     from npusim.deploy.lm.train import HWA_SETTINGS
 
     path = folder / f"{corpus.name}-hwa-{chip.name}.pt"
     if path.exists() and not getattr(a, "force", False):
-        return load_model(path)
+        return _loaded(path, device_of(model))
     if a.hwa_steps < 1 or chip.device.model == "ideal":  # nothing to adapt to
         return model, corpus.chars, {}
     _note(f"hardware-aware fine-tuning for {chip.name}, {a.hwa_steps} steps (kept in {path})")
@@ -153,13 +176,13 @@ def _check_vocab(corpus, chars: str, folder: Path) -> None:  # noqa: ANN001
 def run_lm_train(a: argparse.Namespace) -> int:
     from npusim.chip import load_chip
 
-    corpus, folder = _setup(a)
+    corpus, folder, device = _setup(a)
     shape = {"n_layer": a.layers, "n_embd": a.embd, "n_head": a.heads, "block": a.block}
     if a.embd % a.heads:
         from npusim.deploy.lm import CorpusError
 
         raise CorpusError(f"--embd {a.embd} must be a multiple of --heads {a.heads}")
-    model, chars, record = _digital(a, corpus, folder, **shape)
+    model, chars, record = _digital(a, corpus, folder, device, **shape)
     _check_vocab(corpus, chars, folder)
     print(
         f"digital model: {model.num_params():,} parameters, validation loss "
@@ -175,10 +198,16 @@ def run_lm_train(a: argparse.Namespace) -> int:
     return 0
 
 
-def _deployed(a: argparse.Namespace, corpus, folder: Path, chip):  # noqa: ANN001, ANN202
+def _deployed(  # noqa: ANN202
+    a: argparse.Namespace,
+    corpus,  # noqa: ANN001
+    folder: Path,
+    chip,  # noqa: ANN001
+    device: torch.device,
+):
     from npusim.deploy.lm.analog import calibration_windows, deploy_lm
 
-    digital, chars, record = _digital(a, corpus, folder)
+    digital, chars, record = _digital(a, corpus, folder, device)
     _check_vocab(corpus, chars, folder)
     model = digital if a.no_hwa else _hwa(a, corpus, folder, digital, chip)[0]
     calib = calibration_windows(corpus.encode(corpus.train), model.cfg.block, seed=a.seed)
@@ -195,10 +224,10 @@ def run_generate(a: argparse.Namespace) -> int:
 
     if a.temperature < 0:
         raise CorpusError(f"--temperature must be >= 0, got {a.temperature}")
-    corpus, folder = _setup(a)
+    corpus, folder, device = _setup(a)
     chip = load_chip(a.chip)
     label, t = a.after
-    digital, _, _, analog = _deployed(a, corpus, folder, chip)
+    digital, _, _, analog = _deployed(a, corpus, folder, chip, device)
     set_time(analog, t)
     runner = digital if a.digital else freeze(analog)
     prompt = corpus.encode(a.prompt)
@@ -226,7 +255,8 @@ def run_generate(a: argparse.Namespace) -> int:
     bill = run_bill(analog, chip, positions)
     e, lat = bill["total_energy_j"] / n, bill["latency_s"] / n
     what = "digital torch" if a.digital else "simulated, every non-ideality on"
-    print(f"\n\n{n} characters in {dt:.2f} s: {n / dt:.0f} tokens/s ({what}; one thread)")
+    where = "one thread" if device.type == "cpu" else f"on {device}"
+    print(f"\n\n{n} characters in {dt:.2f} s: {n / dt:.0f} tokens/s ({what}; {where})")
     print(
         f"per generated token ({len(positions)} forward positions incl. the prompt; "
         f"{arrays_used(analog)} arrays):"
@@ -246,13 +276,13 @@ def run_lm_eval(a: argparse.Namespace) -> int:
     from npusim.deploy.lm.train import windows
     from npusim.runtime.io import atomic_json
 
-    corpus, folder = _setup(a)
+    corpus, folder, device = _setup(a)
     chip = load_chip(a.chip)
     out = a.out or Path("runs") / f"lm-eval-{chip.name}"
     if (out / "lm_eval.json").exists():
         raise CorpusError(f"{out / 'lm_eval.json'} exists; choose another --out")
     t0 = time.perf_counter()
-    digital, record, model, analog = _deployed(a, corpus, folder, chip)
+    digital, record, model, analog = _deployed(a, corpus, folder, chip, device)
     tuned = model is not digital
     x, y = windows(corpus.encode(corpus.val), digital.cfg.block, a.eval_chars)
     d_loss = loss_on(digital, x, y)
@@ -271,6 +301,7 @@ def run_lm_eval(a: argparse.Namespace) -> int:
         "eval_chars": int(x.numel()),
         "repeats": a.repeats,
         "seed": a.seed,
+        "device": str(device),  # where it ran (auto resolved)
         "digital_val_loss": d_loss,
         "digital_perplexity": math.exp(d_loss),
         "deployed_model_digital_val_loss": m_loss,

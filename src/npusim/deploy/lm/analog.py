@@ -12,6 +12,8 @@ generation: the layer's programmed, drifted and compensated conductances at the 
 time are folded once into one matrix in ADC LSBs per DAC LSB, so a token through a layer is
 one fused DAC pass, one matmul and one fused pass for output noise, ADC, compensation, the
 row-block sums and the bias — the arithmetic of the layer's own forward pass, reordered.
+Off the CPU (a model moved to a GPU) the same arithmetic runs as tensor operations, with the
+same output-noise offsets.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch import Tensor, nn
 from npusim.chip.spec import ChipSpec
 from npusim.deploy import kernels
 from npusim.deploy.convert import deploy
-from npusim.deploy.layers import AnalogLinear, _normal_bank, analog_layers, program, set_time
+from npusim.deploy.layers import AnalogLinear, analog_layers, program, set_time
 from npusim.deploy.lm.model import GPT
 from npusim.deploy.lm.train import batches, loss_on
 
@@ -114,7 +116,8 @@ class FrozenAnalogLinear(nn.Module):
         s_out = (a_hi - a_lo) / (2**m.adc_bits - 1) if m.adc_bits > 0 else 1.0
         self.inv_lsb, self.shift = 1.0 / s_in, -d_lo / s_in
         self.top = float(2**m.dac_bits - 1)
-        alpha = m._alpha if m._alpha is not None else torch.ones(r, n)
+        dev = m._w_eff.device
+        alpha = m._alpha if m._alpha is not None else torch.ones(r, n, device=dev)
         scale = alpha * s_out
         offset = 0.5 * scale if m.adc_bits > 0 else torch.zeros_like(scale)
         if m.bias is not None:
@@ -127,20 +130,25 @@ class FrozenAnalogLinear(nn.Module):
         k = self.in_features
         self.w_blocks = w.contiguous()
         # the row blocks side by side: (K, R·N), block r's rows at its own inputs, zero elsewhere
-        wide = torch.zeros(k, r * n)
+        wide = torch.zeros(k, r * n, device=dev)
         for b in range(r):
             lo, hi = b * m.rows, min((b + 1) * m.rows, k)
             wide[lo:hi, b * n : (b + 1) * n] = w[b, : hi - lo]
         self.w_wide = wide
         self.gen = m._gen
         half = 2.0 ** (m.adc_bits - 1)
-        self._np = (
-            self.w_blocks.numpy(),
-            _normal_bank().numpy(),
-            self.scale.numpy(),
-            self.offset.numpy(),
-            -half,
-            half - 1,
+        self.bank = kernels.normal_bank(dev)
+        self._np = (  # the fused single-token kernel's arrays (on the CPU only)
+            (
+                self.w_blocks.numpy(),
+                self.bank.numpy(),
+                self.scale.numpy(),
+                self.offset.numpy(),
+                -half,
+                half - 1,
+            )
+            if dev.type == "cpu"
+            else None
         )
         # a numpy generator for the bank offsets of single tokens, seeded from the layer's own
         self._rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=m._gen)))
@@ -150,12 +158,14 @@ class FrozenAnalogLinear(nn.Module):
             return self.source(x)
         lead = x.shape[:-1]
         x2 = x.detach().reshape(-1, self.in_features).contiguous()
-        if x2.shape[0] == 1 and self.adc_bits > 0:  # one token: the fused kernel
+        token = x2.shape[0] == 1 and self.adc_bits > 0
+        start = 0  # one token's output-noise offset: from the numpy generator on any device
+        if token and self.sd:
+            span = self.bank.numel() - self.row_blocks * self.out_features
+            start = int(self._rng.integers(0, span))
+        if token and self._np is not None:  # one token on the CPU: the fused kernel
             w, bank, scale, offset, lo, hi = self._np
             n = self.out_features
-            start = (
-                int(self._rng.integers(0, bank.shape[0] - self.row_blocks * n)) if self.sd else 0
-            )
             out = torch.empty(n)
             _token(
                 x2[0].numpy(),
@@ -174,7 +184,9 @@ class FrozenAnalogLinear(nn.Module):
                 out.numpy(),
             )
             return out.view(*lead, n)
-        if self.dac_bits > 0:
+        if self.dac_bits > 0 and self._np is None:  # off the CPU: tensor operations
+            xq = torch.round(x2 * self.inv_lsb + self.shift).clamp_(0.0, self.top) - self.shift
+        elif self.dac_bits > 0:
             xq = torch.empty_like(x2)
             _dac_shifted(x2.numpy(), self.inv_lsb, self.shift, self.top, xq.numpy())
         else:
@@ -188,9 +200,8 @@ class FrozenAnalogLinear(nn.Module):
             y = torch.bmm(xp.transpose(0, 1), self.w_blocks).unsqueeze(0)
             scale, offset = self.scale.view(r, 1, n), self.offset.view(r, 1, n)
         if self.adc_bits > 0:
-            bank = _normal_bank()
-            start = 0
-            if self.sd > 0:
+            bank = self.bank
+            if self.sd > 0 and not token:
                 start = int(torch.randint(0, bank.numel() - y.numel(), (1,), generator=self.gen))
             out = kernels.adc_accumulate(y, self.adc_bits, self.sd, bank, start, scale, offset)
         else:

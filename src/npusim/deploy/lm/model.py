@@ -74,13 +74,19 @@ class GPTConfig:
 
 class KVCache:
     """Keys and values of the positions seen so far, per layer: (B, n_head, block, head_dim)
-    buffers filled up to ``length``."""
+    buffers filled up to ``length``, on ``device``."""
 
-    def __init__(self, cfg: GPTConfig, batch: int, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        cfg: GPTConfig,
+        batch: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
         hd = cfg.n_embd // cfg.n_head
         shape = (batch, cfg.n_head, cfg.block, hd)
-        self.k = [torch.zeros(shape, dtype=dtype) for _ in range(cfg.n_layer)]
-        self.v = [torch.zeros(shape, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layer)]
         self.length = 0
 
 
@@ -101,7 +107,7 @@ class Block(nn.Module):
     def attend(self, x: Tensor, layer: int, cache: KVCache | None) -> Tensor:
         b, t, d = x.shape
         h = self.n_head
-        if cache is not None and b == 1 and t == 1:  # one new token: the fused kernel
+        if cache is not None and b == 1 and t == 1 and x.device.type == "cpu":  # fused kernel
             qkv = self.qkv(self.ln1(x)).detach().reshape(3 * d).contiguous()
             y1 = torch.empty(d)
             _attend_one(
@@ -155,7 +161,7 @@ class GPT(nn.Module):
         s = 0 if cache is None else cache.length
         if s + t > self.cfg.block:
             raise ValueError(f"{s + t} positions exceed the model's context of {self.cfg.block}")
-        x = self.tok(idx) + self.pos(torch.arange(s, s + t))
+        x = self.tok(idx) + self.pos(torch.arange(s, s + t, device=idx.device))
         for i, blk in enumerate(self.blocks):
             x = blk(x, i, cache)
         if cache is not None:
@@ -164,6 +170,11 @@ class GPT(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (the CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _init(m: nn.Module) -> None:
@@ -195,7 +206,8 @@ def generate(
     run — the prompt's, each generated token's and those of every refill — for the bill.
 
     Runs on one torch thread (restored after): a token is dozens of small operations, for
-    which a thread pool costs more than it gives, and on a busy machine far more."""
+    which a thread pool costs more than it gives, and on a busy machine far more. A model on
+    a GPU runs its forward passes there; the draws from ``seed`` stay on the CPU."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -207,11 +219,12 @@ def generate(
 def _generate(model, prompt, tokens, temperature, top_k, seed, on_token):  # noqa: ANN001, ANN202
     cfg: GPTConfig = model.cfg  # type: ignore[assignment]
     model.eval()
-    gen = torch.Generator().manual_seed(int(seed))
-    cache = KVCache(cfg, 1)
-    ctx = prompt[-cfg.block :].view(1, -1)
+    dev = device_of(model)
+    gen = torch.Generator().manual_seed(int(seed))  # sampling on the CPU wherever the model is
+    cache = KVCache(cfg, 1, device=dev)
+    ctx = prompt[-cfg.block :].view(1, -1).to(dev)
     if ctx.shape[1] == 0:
-        ctx = torch.zeros(1, 1, dtype=torch.int64)
+        ctx = torch.zeros(1, 1, dtype=torch.int64, device=dev)
     positions = list(range(1, ctx.shape[1] + 1))
     logits = model(ctx, cache)[:, -1]
     history = ctx[0].tolist()
@@ -224,7 +237,7 @@ def _generate(model, prompt, tokens, temperature, top_k, seed, on_token):  # noq
             if top_k is not None and top_k < lg.shape[-1]:
                 kth = torch.topk(lg, top_k).values[:, -1:]
                 lg = lg.masked_fill(lg < kth, float("-inf"))
-            nxt = int(torch.multinomial(torch.softmax(lg, -1), 1, generator=gen))
+            nxt = int(torch.multinomial(torch.softmax(lg, -1).cpu(), 1, generator=gen))
         out.append(nxt)
         history.append(nxt)
         if on_token is not None:
@@ -233,10 +246,10 @@ def _generate(model, prompt, tokens, temperature, top_k, seed, on_token):  # noq
             break
         if cache.length >= cfg.block:  # refill: the last half of the context as a new prompt
             keep = history[-(cfg.block // 2) :]
-            cache = KVCache(cfg, 1)
+            cache = KVCache(cfg, 1, device=dev)
             positions += list(range(1, len(keep) + 1))
-            logits = model(torch.tensor([keep]), cache)[:, -1]
+            logits = model(torch.tensor([keep], device=dev), cache)[:, -1]
         else:
             positions.append(cache.length + 1)
-            logits = model(torch.tensor([[nxt]]), cache)[:, -1]
+            logits = model(torch.tensor([[nxt]], device=dev), cache)[:, -1]
     return torch.tensor(out, dtype=torch.int64), positions

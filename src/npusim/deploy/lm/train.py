@@ -30,7 +30,7 @@ from npusim.chip.spec import ChipSpec
 from npusim.deploy.convert import deploy, undeploy
 from npusim.deploy.layers import analog_layers, program
 from npusim.deploy.lm.corpus import Corpus, CorpusError, corpus_version
-from npusim.deploy.lm.model import GPT, GPTConfig
+from npusim.deploy.lm.model import GPT, GPTConfig, device_of
 from npusim.runtime.io import atomic_torch_save
 
 
@@ -94,14 +94,15 @@ def windows(ids: Tensor, block: int, max_chars: int | None = None) -> tuple[Tens
 
 @torch.no_grad()
 def loss_on(model: nn.Module, x: Tensor, y: Tensor, batch: int = 16) -> float:
-    """Mean cross-entropy (nats per character) of ``model`` over windows ``x`` -> ``y``."""
+    """Mean cross-entropy (nats per character) of ``model`` over windows ``x`` -> ``y``
+    (moved to the model's device batch by batch)."""
     model.eval()
+    dev = device_of(model)
     total, n = 0.0, 0
     for lo in range(0, x.shape[0], batch):
-        logits = model(x[lo : lo + batch])
-        total += float(
-            F.cross_entropy(logits.flatten(0, 1), y[lo : lo + batch].flatten(), reduction="sum")
-        )
+        logits = model(x[lo : lo + batch].to(dev))
+        yb = y[lo : lo + batch].to(dev)
+        total += float(F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="sum"))
         n += y[lo : lo + batch].numel()
     return total / n
 
@@ -131,8 +132,10 @@ def fit_lm(
     progress=None,  # noqa: ANN001 - callable(step, loss) or None
 ) -> list[float]:
     """Train ``model`` (digital, or deployed in training mode) on ``train_ids``; returns the
-    training loss (nats/char) of every step."""
+    training loss (nats/char) of every step. Windows are drawn on the CPU and moved to the
+    model's device."""
     cfg: GPTConfig = model.cfg  # type: ignore[assignment]
+    dev = device_of(model)
     gen = torch.Generator().manual_seed(s.seed)
     opt = _optimizer(model, s)
     losses: list[float] = []
@@ -141,6 +144,7 @@ def fit_lm(
         for g in opt.param_groups:
             g["lr"] = _lr(step, s)
         x, y = batches(train_ids, cfg.block, s.batch, gen)
+        x, y = x.to(dev), y.to(dev)
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,13 +166,15 @@ def train_lm(
     *,
     progress=None,  # noqa: ANN001
     eval_chars: int = 16384,
+    device: torch.device | str = "cpu",
 ) -> tuple[GPT, dict]:
-    """A new model trained digitally on ``corpus``; returns it and its record (settings,
-    losses before and after on the validation windows, seconds)."""
+    """A new model trained digitally on ``corpus`` on ``device`` (initialised on the CPU, then
+    moved); returns it and its record (settings, losses before and after on the validation
+    windows, seconds, device)."""
     s = s or TrainSettings()
     cfg = cfg or GPTConfig(vocab=len(corpus.chars))
     torch.manual_seed(s.seed)
-    model = GPT(cfg)
+    model = GPT(cfg).to(device)
     train_ids, val_ids = corpus.encode(corpus.train), corpus.encode(corpus.val)
     vx, vy = windows(val_ids, cfg.block, eval_chars)
     before = loss_on(model, vx, vy)
@@ -186,6 +192,7 @@ def train_lm(
         "train_loss_last": sum(losses[-20:]) / len(losses[-20:]),
         "seconds": time.perf_counter() - t0,
         "threads": torch.get_num_threads(),
+        "device": str(device_of(model)),
     }
     return model, record
 
@@ -203,7 +210,7 @@ def hwa_finetune(
     """Hardware-aware fine-tuning of ``model`` for ``chip``: deploy it (converter ranges
     calibrated on training windows), train with the chip in the forward pass
     (``noise_scale`` × the chip's programming and read noise), and return the digital model
-    with the tuned weights, plus a record."""
+    with the tuned weights, plus a record. Runs where ``model`` lives."""
     train_ids = corpus.encode(corpus.train)
     gen = torch.Generator().manual_seed(s.seed + 1)
     calib, _ = batches(train_ids, model.cfg.block, calibration_windows, gen)
@@ -220,6 +227,7 @@ def hwa_finetune(
         "chip": chip.name,
         "settings": vars(s),
         "noise_scale": noise_scale,
+        "device": str(device_of(model)),
         "train_loss_first": sum(losses[:20]) / max(1, len(losses[:20])),
         "train_loss_last": sum(losses[-20:]) / max(1, len(losses[-20:])),
         "seconds": time.perf_counter() - t0,
@@ -228,8 +236,9 @@ def hwa_finetune(
 
 
 def save_model(model: GPT, chars: str, record: dict, path: str | Path) -> Path:
-    """Write a trained model (config, vocabulary, weights, record) atomically to ``path``."""
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """Write a trained model (config, vocabulary, weights on the CPU, record) atomically to
+    ``path``."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     atomic_torch_save(
         {"config": model.cfg.as_dict(), "chars": chars, "state": state, "record": record}, path
     )

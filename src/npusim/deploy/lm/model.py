@@ -128,7 +128,7 @@ class Block(nn.Module):
             keys, vals = cache.k[layer][:b, :, : s + t], cache.v[layer][:b, :, : s + t]
             att = (q @ keys.transpose(-2, -1)) * (1.0 / math.sqrt(d // h))
             if t > 1:  # a prompt: each new position sees the cache and the new ones before it
-                mask = torch.ones(t, s + t, dtype=torch.bool).tril(diagonal=s)
+                mask = torch.ones(t, s + t, dtype=torch.bool, device=x.device).tril(diagonal=s)
                 att = att.masked_fill(~mask, float("-inf"))
             y = torch.softmax(att, dim=-1) @ vals
         return self.proj(y.transpose(1, 2).reshape(b, t, d))

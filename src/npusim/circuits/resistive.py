@@ -30,7 +30,7 @@ from npusim.chip.spec import ChipSpec, ChipSpecError
 from npusim.circuits import shockley
 from npusim.circuits.layered import LayeredNetwork
 from npusim.circuits.netlist import DiodeModel
-from npusim.core.outer import OuterProduct
+from npusim.core.outer import OuterProduct, column_sums
 
 
 class DeepResistive(LayeredNetwork):
@@ -134,7 +134,7 @@ class DeepResistive(LayeredNetwork):
     def node_conductance(self, k: int) -> Tensor:
         """Total conductance (S) at each node of free layer k (1-based), shape (n_k,)."""
         w = self.weights[k - 1]
-        g = w.new_ones(w.shape[0]) @ w  # column sums as a matrix-vector product (fast)
+        g = column_sums(w)  # as ones @ w; kept from the weight update when it made them
         if k < self.num_layers:
             g = g + self.weights[k] @ w.new_ones(self.weights[k].shape[1])
         return g

@@ -3,14 +3,24 @@
 A crossbar is updated in parallel by row and column signals, so a batch's weight gradient is a
 sum of outer products ``G = Σ_r left[r]ᵀ right[r]``. Keeping it factored lets the ideal chip
 apply it in one pass over the array (``W += leftᵀ right``) instead of materialising ``G``.
+
+On the CPU in float32 that pass is compiled (:mod:`npusim.core._outer_kernel`): the same
+roundings as torch's ``addmm_`` (MKL), zero rows of ``left`` skipped, the clamp of a
+non-negative parameter and its column sums (:func:`column_sums`) in the same pass.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+MIN_COLUMNS = 16  # narrower outputs: torch's addmm_ (MKL orders those sums otherwise)
+
+# column sums of a parameter as its last compiled update left it: (tensor, version, sums)
+_SUMS: dict[int, tuple[weakref.ref, int, Tensor]] = {}
 
 
 @dataclass
@@ -30,9 +40,48 @@ class OuterProduct:
     def scaled(self, a: float) -> OuterProduct:
         return OuterProduct(self.left, self.right * a)
 
-    def add_to(self, p: Tensor) -> None:
-        """``p += leftᵀ right`` in place, in one pass over ``p``."""
+    def add_to(self, p: Tensor, nonneg: bool = False) -> None:
+        """``p += leftᵀ right`` in place, in one pass over ``p``; ``nonneg``: then clamp ``p``
+        to ≥ 0 (a conductance)."""
+        if _compiled(p, self.left, self.right):
+            from npusim.core._outer_kernel import add_outer
+
+            sums = torch.empty(p.shape[1] if nonneg else 0, dtype=p.dtype)
+            add_outer(p.numpy(), _np(self.left), _np(self.right), nonneg, sums.numpy())
+            torch.autograd.graph.increment_version(p)  # written through numpy: tell torch
+            if nonneg:
+                for key in [k for k, v in _SUMS.items() if v[0]() is None]:
+                    del _SUMS[key]
+                _SUMS[id(p)] = (weakref.ref(p), p._version, sums)
+            return
         p.addmm_(self.left.t(), self.right)
+        if nonneg:
+            p.clamp_(min=0.0)
+
+
+def column_sums(p: Tensor) -> Tensor:
+    """``ones @ p``: the sum of each column of a 2-D ``p``, over its rows in order (kept from
+    the compiled update that last wrote a non-negative ``p``, else computed)."""
+    hit = _SUMS.get(id(p))
+    if hit is not None and hit[0]() is p and hit[1] == p._version and not p.requires_grad:
+        return hit[2]
+    return p.new_ones(p.shape[0]) @ p
+
+
+def _compiled(p: Tensor, left: Tensor, right: Tensor) -> bool:
+    """The compiled pass applies: float32 on the CPU, wide enough, nothing requiring grad."""
+    return (
+        p.dtype == left.dtype == right.dtype == torch.float32
+        and p.dim() == 2
+        and p.shape[1] >= MIN_COLUMNS
+        and p.device.type == left.device.type == right.device.type == "cpu"
+        and p.is_contiguous()
+        and not (p.requires_grad or left.requires_grad or right.requires_grad)
+    )
+
+
+def _np(t: Tensor):
+    return t.detach().contiguous().numpy()
 
 
 def dense(g: Tensor | OuterProduct) -> Tensor:

@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from npusim.core.outer import OuterProduct
+
 
 def deliver(weights: list[Tensor], out: list[Tensor] | None) -> list[Tensor]:
     """Return ``weights``, also copied into ``out`` when given (the ``read`` contract)."""
@@ -18,6 +20,9 @@ def deliver(weights: list[Tensor], out: list[Tensor] | None) -> list[Tensor]:
 
 def add_exact(p: Tensor, d: Any, signed: bool) -> None:
     """p += d exactly (a factored outer product is added in one pass), clamped if non-negative."""
+    if isinstance(d, OuterProduct):  # the clamp in the same pass
+        d.add_to(p, nonneg=not signed)
+        return
     if hasattr(d, "add_to"):
         d.add_to(p)
     else:

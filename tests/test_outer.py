@@ -1,0 +1,60 @@
+"""The compiled outer-product update (``OuterProduct.add_to``) against torch's ``addmm_``."""
+
+import pytest
+import torch
+
+from npusim.core.outer import OuterProduct, column_sums
+from npusim.devices.ideal import add_exact
+
+
+def _factors(m, n, rank, seed, zero_rows=0.5):
+    g = torch.Generator().manual_seed(seed)
+    left = torch.randn(rank, m, generator=g)
+    left[:, torch.rand(m, generator=g) < zero_rows] = 0.0  # blank pixels: all-zero rows
+    left[torch.rand(rank, m, generator=g) < 0.3] = 0.0  # and scattered zeros
+    right = torch.randn(rank, n, generator=g) * 1e-2
+    return left, right
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("m", "n", "rank"), [(784, 1024, 16), (1568, 1024, 5), (50, 16, 1), (33, 100, 37)]
+)
+def test_compiled_update_equals_addmm_bit_for_bit(m, n, rank, threads):
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        left, right = _factors(m, n, rank, seed=m + rank)
+        p = torch.randn(m, n, generator=torch.Generator().manual_seed(1))
+        ref = p.clone().addmm_(left.t(), right)
+        version = p._version
+        OuterProduct(left, right).add_to(p)
+        assert torch.equal(p, ref)
+        assert p._version > version  # in-place change seen by the caches keyed on versions
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_nonneg_update_clamps_and_keeps_the_column_sums():
+    left, right = _factors(300, 64, 6, seed=3)
+    left[0] = 1.0  # the DRN's ΔV² row term reaches every row
+    p = torch.rand(300, 64) * 0.01
+    ref = p.clone().addmm_(left.t(), right).clamp_(min=0.0)
+    add_exact(p, OuterProduct(left, right), signed=False)
+    assert torch.equal(p, ref)
+    assert (p >= 0).all()
+    sums = column_sums(p)
+    assert torch.equal(sums, p.new_ones(300) @ p)  # the same sums, in the same order
+    p.add_(1.0)  # changed since: computed afresh
+    assert torch.equal(column_sums(p), p.new_ones(300) @ p)
+
+
+def test_narrow_and_float64_updates_use_addmm():
+    for p, left, right in [
+        (torch.randn(40, 10), torch.randn(3, 40), torch.randn(3, 10)),  # narrow: MKL's order
+        (torch.randn(40, 32, dtype=torch.float64),)
+        + tuple(t.double() for t in _factors(40, 32, 4, seed=5)),
+    ]:
+        ref = p.clone().addmm_(left.t(), right)
+        OuterProduct(left, right).add_to(p)
+        assert torch.equal(p, ref)

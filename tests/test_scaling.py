@@ -235,3 +235,44 @@ def load_checkpoint_initial(tmp_path) -> torch.Tensor:
     from npusim.runtime.train import Trainer
 
     return Trainer(TrainConfig(dataset="digits", hidden=[16], epochs=1)).model.params()[0]
+
+
+def test_workers_exit_when_the_sweep_process_is_killed(tmp_path):
+    """`train --seeds` in parallel processes, its parent killed with SIGKILL mid-training: the
+    workers do not train on as orphans, they exit within seconds (and each run folder resumes
+    when the command runs again)."""
+    import signal
+    import subprocess
+    import time
+
+    cmd = [sys.executable, "-m", "npusim.cli.main", "train", "--dataset", "digits",
+           "--hidden", "16", "--epochs", "400", "--seeds", "0,1", "--jobs", "2", "--threads", "1",
+           "--out", str(tmp_path / "runs"), "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started: set[str] = set()
+    assert proc.stdout is not None
+    for line in proc.stdout:  # both workers are training
+        if line.startswith("[seed-") and "epoch" in line:
+            started.add(line.split("]")[0])
+        if len(started) == 2:
+            break
+    children_file = f"/proc/{proc.pid}/task/{proc.pid}/children"
+    workers = [int(p) for p in open(children_file).read().split()]
+    assert len(workers) >= 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 20
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in workers if alive(p)]
+    for p in left:  # do not leave them behind if the test fails
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"workers {left} trained on after their parent was killed"

@@ -4,7 +4,8 @@ another or in parallel processes, each summarised for a results table.
 Each trial is one run folder. In parallel, every process trains with ``cores // jobs`` torch
 threads (or ``--threads``), prints its epoch lines prefixed with its name, and the parent prints
 one line per finished trial. A trial that fails with a user error (a diverged run, a refused
-folder) is reported by name and the others go on; the caller decides what to do with it.
+folder) is reported by name and the others go on; the caller decides what to do with it. A
+worker whose parent is killed exits too (its run resumes when the command is run again).
 
 With ``backend="ray"`` each trial is one Ray task (a local Ray instance, or the cluster at
 ``address``) running the same trial function; a task whose process dies or raises is retried
@@ -83,7 +84,10 @@ def run_trials(
     print(f"{len(trials)} runs in {n} processes, {per} torch thread(s) each", flush=True)
     results: dict[int, dict] = {}
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
+    spawn = get_context("spawn")
+    with ProcessPoolExecutor(
+        n, mp_context=spawn, initializer=exit_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         pending = {
             pool.submit(_run_trial, t, per, False, True, False): i for i, t in enumerate(trials)
         }
@@ -101,6 +105,23 @@ def run_trials(
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     return [results[i] for i in range(len(trials))]
+
+
+PARENT_POLL_S = 0.5  # how often a worker checks that the process that started it is alive
+
+
+def exit_with_parent(parent: int) -> None:
+    """In a worker process: exit as soon as ``parent`` is gone (killed, not just interrupted),
+    instead of training on as an orphan. The run folder keeps its last checkpoint, so the
+    relaunched command resumes it."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(143)  # as killed by SIGTERM
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class TrialError(NpusimError):

@@ -142,3 +142,22 @@ def test_fused_training_on_digits_gives_the_reference_test_error():
     (err_ref, pred_ref), (err_fused, pred_fused) = results
     assert err_fused == err_ref
     assert torch.equal(pred_fused, pred_ref)
+
+
+@pytest.mark.parametrize("sizes", [(20, 37, 5), (20, 33, 9, 3), (30, 70, 2)])
+def test_chunks_on_two_threads_equal_one_thread_exactly(sizes):
+    """Without a stopping rule the chunks of 16 samples run on numba's threads, each through
+    all its sweeps: the same arithmetic as sweep by sweep on one thread."""
+    m, x, t = _dhn(sizes, 35)
+    old = torch.get_num_threads()
+    for kw in _cases(m, x, t).values():
+        runs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            try:
+                runs.append(m.relax(x, **kw))
+            finally:
+                torch.set_num_threads(old)
+        one, two = runs
+        assert all(torch.equal(a, b) for a, b in zip(one.state, two.state, strict=True))
+        assert (one.sweeps, one.residual) == (two.sweeps, two.residual)

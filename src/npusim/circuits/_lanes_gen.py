@@ -62,48 +62,63 @@ def _tail(l):
     ]
 
 
-def wide():
+def wide(U=4):
     o = [
         "@njit(cache=True)",
         "def _wide_hidden(  # pragma: no cover - compiled",
         "    rows, off, n, base, wd, offd, nd, wu, offu, nu, den, lo, hi, divide, mask, res",
         "):  # fmt: skip",
-        '    """Hidden layer at ``rows[off : off + n]`` of one chunk, unit by unit, in registers:',
+        '    """Hidden layer at ``rows[off : off + n]`` of one chunk, in registers: unit j gets',
         "    ``base[j]`` plus ``nd`` terms ``wd[j, i]·rows[offd + i]`` and ``nu`` terms",
         "    ``wu[j, i]·rows[offu + i]`` in order, then :func:`_finish_hidden`'s update; for",
-        '    layers whose units have few neighbours (a wide layer under a narrow one)."""',
+        f"    layers whose units have few neighbours (a wide layer under a narrow one). {U} units",
+        '    at a time (independent sums that overlap in the pipeline), the rest one by one."""',
     ]
     o += [f"    m{l} = mask[{l}]" for l in range(L)]
     o += [f"    r{l} = res[{l}]" for l in range(L)]
+    o.append("    zero = m0 - m0  # in the states' type: the residual in it too")
     for div in (True, False):
         o.append("    if divide:" if div else "    else:")
-        o.append("        for j in range(n):")
-        I = "            "
-        o.append(I + "b = base[j]")
-        o += [I + f"a{l} = b[{l}]" for l in range(L)]
-        for wn, offn, nn in (("wd", "offd", "nd"), ("wu", "offu", "nu")):
-            o.append(I + f"wr = {wn}[j]")
-            o.append(I + f"for i in range({nn}):")
-            o.append(I + f"    s = rows[{offn} + i]")
-            o.append(I + "    v = wr[i]")
-            o += [I + f"    a{l} += v * s[{l}]" for l in range(L)]
-        o.append(I + "lj = lo[j]")
-        o.append(I + "hj = hi[j]")
+        o.append("        j = 0")
+        for block in (U, 1):
+            o.append(f"        while j + {block} <= n:")
+            o += _wide_block(block, div, "            ")
+            o.append(f"            j += {block}")
+    o += [f"    res[{l}] = r{l}" for l in range(L)]
+    return "\n".join(o)
+
+
+def _wide_block(U, div, I):
+    """Units j .. j+U−1: sums a{u}_{l}, each in the one-unit order."""
+    o = []
+    for u in range(U):
+        o.append(I + f"b = base[j + {u}]")
+        o += [I + f"a{u}_{l} = b[{l}]" for l in range(L)]
+    for wn, offn, nn in (("wd", "offd", "nd"), ("wu", "offu", "nu")):
+        o += [I + f"wr{u} = {wn}[j + {u}]" for u in range(U)]
+        o.append(I + f"for i in range({nn}):")
+        o.append(I + f"    s = rows[{offn} + i]")
+        o += [I + f"    s{l} = s[{l}]" for l in range(L)]
+        for u in range(U):
+            o.append(I + f"    v = wr{u}[i]")
+            o += [I + f"    a{u}_{l} += v * s{l}" for l in range(L)]
+    for u in range(U):
+        o.append(I + f"lj = lo[j + {u}]")
+        o.append(I + f"hj = hi[j + {u}]")
         if div:
-            o.append(I + "dj = den[j]")
-            o += [I + f"a{l} = a{l} / dj" for l in range(L)]
-        o.append(I + "row = rows[off + j]")
+            o.append(I + f"dj = den[j + {u}]")
+            o += [I + f"a{u}_{l} = a{u}_{l} / dj" for l in range(L)]
+        o.append(I + f"row = rows[off + j + {u}]")
         for l in range(L):
             o += [
-                I + f"v = lj if a{l} < lj else a{l}",
+                I + f"v = lj if a{u}_{l} < lj else a{u}_{l}",
                 I + "v = hj if v > hj else v",
-                I + f"v = v if m{l} != 0.0 else 0.0",
+                I + f"v = v if m{l} != 0.0 else zero",
                 I + f"d = abs(v - row[{l}])",
                 I + f"r{l} = r{l} if (r{l} >= d or r{l} != r{l}) else d",
                 I + f"row[{l}] = v",
             ]
-    o += [f"    res[{l}] = r{l}" for l in range(L)]
-    return "\n".join(o)
+    return o
 
 
 HEADER = (

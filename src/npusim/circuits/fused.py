@@ -25,7 +25,7 @@ import contextlib
 import numba
 import numpy as np
 import torch
-from numba import njit
+from numba import njit, prange
 from torch import Tensor
 
 from npusim.circuits._lanes import _acc1, _acc4, _finish_hidden, _finish_output, _wide_hidden
@@ -53,68 +53,98 @@ def _update_layer(  # pragma: no cover - compiled
     mask, t, res,
 ):  # fmt: skip
     """Exact minimiser of free layer ``k`` (1-based) for every chunk of 16 samples, in place."""
+    for c in range(S.shape[0]):
+        _update_chunk(
+            S, c, k, L, sizes, offs, base1, nbase, brows, wt, w, den, lo, hi, divide, sc, of,
+            olo, ohi, mask, t, res,
+        )  # fmt: skip
+
+
+@njit(cache=True)
+def _update_chunk(  # pragma: no cover - compiled
+    S, c, k, L, sizes, offs, base1, nbase, brows, wt, w, den, lo, hi, divide, sc, of, olo, ohi,
+    mask, t, res,
+):  # fmt: skip
+    """Exact minimiser of free layer ``k`` (1-based) for chunk ``c`` of 16 samples, in place."""
     n = sizes[k]
     nd = sizes[k - 1] if k >= 2 else 0
     nu = sizes[k + 1] if k < L else 0
-    for c in range(S.shape[0]):
-        rows = S[c]
-        m = mask[c]
-        base = base1[c % nbase] if k == 1 else brows[offs[k] : offs[k] + n]
-        if k < L and nd + nu < FEW:
-            h = k - 1
-            _wide_hidden(
-                rows, offs[k], n, base, wt[k - 2] if k >= 2 else w[k - 1], offs[k - 1], nd,
-                w[k - 1], offs[k + 1], nu, den[h], lo[h], hi[h], divide, m, res,
-            )  # fmt: skip
-            continue
-        j = 0
-        while j < n:
-            u4 = n >= 4
-            if u4 and j + 4 > n:
-                j = n - 4  # overlap the last block: recomputes identical values
-            cnt = 4 if u4 else 1
-            for u in range(cnt):
-                tu = t[u]
-                src = base[j + u]
-                for lane in range(16):
-                    tu[lane] = src[lane]
-            if k >= 2:  # from layer k-1 through W_{k-1}ᵀ (rows: units of layer k)
-                wd = wt[k - 2]
-                if u4:
-                    _acc4(
-                        t, wd[j], wd[j + 1], wd[j + 2], wd[j + 3], rows, offs[k - 1], sizes[k - 1]
-                    )
-                else:
-                    _acc1(t, wd[j], rows, offs[k - 1], sizes[k - 1])
-            if k < L:  # from layer k+1 through W_k
-                wu = w[k - 1]
-                if u4:
-                    _acc4(
-                        t, wu[j], wu[j + 1], wu[j + 2], wu[j + 3], rows, offs[k + 1], sizes[k + 1]
-                    )
-                else:
-                    _acc1(t, wu[j], rows, offs[k + 1], sizes[k + 1])
-            for u in range(cnt):
-                row = rows[offs[k] + j + u]
-                if k < L:
-                    h = k - 1
-                    _finish_hidden(
-                        t[u], row, den[h][j + u], lo[h][j + u], hi[h][j + u], divide, m, res
-                    )
-                else:
-                    _finish_output(t[u], row, sc[c, j + u], of[c, j + u], olo, ohi, m, res)
-            j += cnt
+    rows = S[c]
+    m = mask[c]
+    base = base1[c % nbase] if k == 1 else brows[offs[k] : offs[k] + n]
+    if k < L and nd + nu < FEW:
+        h = k - 1
+        _wide_hidden(
+            rows, offs[k], n, base, wt[k - 2] if k >= 2 else w[k - 1], offs[k - 1], nd,
+            w[k - 1], offs[k + 1], nu, den[h], lo[h], hi[h], divide, m, res,
+        )  # fmt: skip
+        return
+    j = 0
+    while j < n:
+        u4 = n >= 4
+        if u4 and j + 4 > n:
+            j = n - 4  # overlap the last block: recomputes identical values
+        cnt = 4 if u4 else 1
+        for u in range(cnt):
+            tu = t[u]
+            src = base[j + u]
+            for lane in range(16):
+                tu[lane] = src[lane]
+        if k >= 2:  # from layer k-1 through W_{k-1}ᵀ (rows: units of layer k)
+            wd = wt[k - 2]
+            if u4:
+                _acc4(t, wd[j], wd[j + 1], wd[j + 2], wd[j + 3], rows, offs[k - 1], sizes[k - 1])
+            else:
+                _acc1(t, wd[j], rows, offs[k - 1], sizes[k - 1])
+        if k < L:  # from layer k+1 through W_k
+            wu = w[k - 1]
+            if u4:
+                _acc4(t, wu[j], wu[j + 1], wu[j + 2], wu[j + 3], rows, offs[k + 1], sizes[k + 1])
+            else:
+                _acc1(t, wu[j], rows, offs[k + 1], sizes[k + 1])
+        for u in range(cnt):
+            row = rows[offs[k] + j + u]
+            if k < L:
+                h = k - 1
+                _finish_hidden(t[u], row, den[h][j + u], lo[h][j + u], hi[h][j + u], divide, m, res)
+            else:
+                _finish_output(t[u], row, sc[c, j + u], of[c, j + u], olo, ohi, m, res)
+        j += cnt
+
+
+@njit(cache=True, parallel=True)
+def _sweep_chunks(  # pragma: no cover - compiled
+    S, L, sizes, offs, base1, nbase, brows, wt, w, den, lo, hi, divide, sc, of, olo, ohi, mask,
+    sweeps, resc,
+):  # fmt: skip
+    """All ``sweeps`` sweeps chunk by chunk, the chunks spread over numba's threads (they are
+    independent: the same arithmetic as sweep by sweep); ``resc[c]``: chunk c's residual per
+    lane in the last sweep."""
+    for c in prange(S.shape[0]):
+        t = np.zeros((4, 16), S.dtype)
+        res = np.zeros(16, S.dtype)
+        for _ in range(sweeps):
+            res[:] = 0
+            for parity in (1, 2):
+                for k in range(parity, L + 1, 2):
+                    _update_chunk(
+                        S, c, k, L, sizes, offs, base1, nbase, brows, wt, w, den, lo, hi,
+                        divide, sc, of, olo, ohi, mask, t, res,
+                    )  # fmt: skip
+        for lane in range(16):
+            resc[c, lane] = res[lane]
 
 
 @njit(cache=True)
 def _relax(  # pragma: no cover - compiled
     init, has_init, out, L, sizes, offs, base1, nbase, wt, w, bias, den, lo, hi, divide,
-    scale, offset, olo, ohi, sweeps, tol,
+    scale, offset, olo, ohi, sweeps, tol, parallel,
 ):  # fmt: skip
     """The sweep loop: odd layers, then even layers; returns (sweeps run, last residual).
 
     ``init``: the free layers' initial states (batch, n_k) (unless ``has_init``: zeros);
-    ``out``: where the final states go; ``scale``, ``offset``: (batch, n_L) output operator."""
+    ``out``: where the final states go; ``scale``, ``offset``: (batch, n_L) output operator;
+    ``parallel``: chunks on numba's threads (only without a stopping rule, ``tol = 0``)."""
     dt = base1.dtype
     batch = out[0].shape[0]
     nch = (batch + 15) // 16
@@ -138,28 +168,47 @@ def _relax(  # pragma: no cover - compiled
     res = np.zeros(16, dt)
     residual = np.inf
     done = 0
-    for done in range(1, sweeps + 1):
-        res[:] = 0
-        for parity in (1, 2):
-            for k in range(parity, L + 1, 2):
-                _update_layer(
-                    S, k, L, sizes, offs, base1, nbase, brows, wt, w, den, lo, hi, divide, sc,
-                    of, olo, ohi, mask, t, res,
-                )  # fmt: skip
-        if tol > 0.0 or done == sweeps:
-            residual = 0.0
-            for r in res:
-                if not (residual >= r) or r != r:
-                    residual = r
-                    if r != r:
-                        break
-            if not (residual == residual and abs(residual) < np.inf):
-                break
-            if residual <= tol:
-                break
+    if parallel and tol == 0.0 and nch > 1:
+        resc = np.zeros((nch, 16), dt)
+        _sweep_chunks(
+            S, L, sizes, offs, base1, nbase, brows, wt, w, den, lo, hi, divide, sc, of, olo,
+            ohi, mask, sweeps, resc,
+        )  # fmt: skip
+        for c in range(nch):  # the sweep-by-sweep loop's running max (NaN sticks)
+            for lane in range(16):
+                r, d = res[lane], resc[c, lane]
+                res[lane] = r if (r >= d or r != r) else d
+        done, residual = sweeps, _lane_max(res)
+    else:
+        for done in range(1, sweeps + 1):
+            res[:] = 0
+            for parity in (1, 2):
+                for k in range(parity, L + 1, 2):
+                    _update_layer(
+                        S, k, L, sizes, offs, base1, nbase, brows, wt, w, den, lo, hi, divide,
+                        sc, of, olo, ohi, mask, t, res,
+                    )  # fmt: skip
+            if tol > 0.0 or done == sweeps:
+                residual = _lane_max(res)
+                if not (residual == residual and abs(residual) < np.inf):
+                    break
+                if residual <= tol:
+                    break
     for k in range(L):
         _unpack(out[k], S, offs[k + 1])
     return done, residual
+
+
+@njit(cache=True)
+def _lane_max(res):  # pragma: no cover - compiled
+    """The largest of the lanes' residuals, NaN if any is NaN."""
+    residual = 0.0
+    for r in res:
+        if not (residual >= r) or r != r:
+            residual = r
+            if r != r:
+                break
+    return residual
 
 
 @njit(cache=True)
@@ -288,12 +337,18 @@ def relax(
     p = plan
     out = tuple(torch.empty(batch, int(n), dtype=p.dtype) for n in p.sizes[1:])
     init = tuple(o.numpy() for o in out) if state is None else tuple(_np(s) for s in state)
+    torch_threads = torch.get_num_threads()
+    threads = min(torch_threads, numba.config.NUMBA_NUM_THREADS, -(-batch // LANES))
+    if threads > 1:
+        numba.set_num_threads(threads)
     with _slp():
         done, residual = _relax(
             init, state is not None, tuple(o.numpy() for o in out), p.L, p.sizes, p.offs,
             base1, base1.shape[0],
             tuple(_np(t) for t in transposed), p.w, p.bias,
             p.ones if den is None else tuple(_np(d) for d in den), p.lo, p.hi, p.divide,
-            _np(scale), _np(offset), p.olo, p.ohi, sweeps, float(tol),
+            _np(scale), _np(offset), p.olo, p.ohi, sweeps, float(tol), threads > 1,
         )  # fmt: skip
+    if torch.get_num_threads() != torch_threads:  # numba's OpenMP pool, started on first use,
+        torch.set_num_threads(torch_threads)  # shares torch's runtime and resets its count
     return list(out), int(done), float(residual)

@@ -35,18 +35,25 @@ def test_compiled_update_equals_addmm_bit_for_bit(m, n, rank, threads):
         torch.set_num_threads(old)
 
 
-def test_nonneg_update_clamps_and_keeps_the_column_sums():
-    left, right = _factors(300, 64, 6, seed=3)
-    left[0] = 1.0  # the DRN's ΔV² row term reaches every row
-    p = torch.rand(300, 64) * 0.01
-    ref = p.clone().addmm_(left.t(), right).clamp_(min=0.0)
-    add_exact(p, OuterProduct(left, right), signed=False)
-    assert torch.equal(p, ref)
-    assert (p >= 0).all()
-    sums = column_sums(p)
-    assert torch.equal(sums, p.new_ones(300) @ p)  # the same sums, in the same order
-    p.add_(1.0)  # changed since: computed afresh
-    assert torch.equal(column_sums(p), p.new_ones(300) @ p)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("m", "n", "rank"), [(300, 64, 6), (1568, 1024, 5), (1568, 1024, 9)])
+def test_nonneg_update_clamps_and_keeps_the_column_sums(m, n, rank, threads):
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        left, right = _factors(m, n, rank, seed=3)
+        left[0] = 1.0  # the DRN's ΔV² row term reaches every row
+        p = torch.rand(m, n) * 0.01
+        ref = p.clone().addmm_(left.t(), right).clamp_(min=0.0)
+        add_exact(p, OuterProduct(left, right), signed=False)
+        assert torch.equal(p, ref)
+        assert (p >= 0).all()
+        sums = column_sums(p)
+        assert torch.equal(sums, p.new_ones(m) @ p)  # the same sums, in the same order
+        p.add_(1.0)  # changed since: computed afresh
+        assert torch.equal(column_sums(p), p.new_ones(m) @ p)
+    finally:
+        torch.set_num_threads(old)
 
 
 def test_narrow_and_float64_updates_use_addmm():

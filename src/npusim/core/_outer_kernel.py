@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit
+from numba import njit, prange
 from numba.extending import intrinsic
+
+_ZERO = np.float32(0.0)  # the kernel runs on float32 (no widening in the clamp)
 
 
 @intrinsic
@@ -28,26 +30,64 @@ def _fma(typingctx, a, b, c):  # pragma: no cover - compiled
     return sig, codegen
 
 
-@njit(cache=True, nogil=True)
-def add_outer(p, left, right, nonneg, sums):  # pragma: no cover - compiled
+@njit(cache=True, parallel=True)
+def add_outer(p, left, right, nonneg, sums, parts):  # pragma: no cover - compiled
     """``p += leftᵀ right`` in place, then ``max(p, 0)`` if ``nonneg``; ``sums`` (empty or
     ``p``'s column count): also ``sums[j] = Σ_i p[i, j]`` of the result, summed over rows in
-    order (as ``ones @ p``)."""
-    rank, m = left.shape
+    order (as ``ones @ p``). ``parts``: row blocks run on numba's threads (the first block
+    keeps the column sums as it goes, the others' rows are added in order after)."""
+    m = p.shape[0]
+    want = sums.shape[0] > 0
+    for j in range(sums.shape[0]):  # a loop, not ``sums[:] = 0``: no implicit parallel region
+        sums[j] = 0.0
+    if parts <= 1:
+        _rows(p, left, right, nonneg, sums, 0, m, want)
+        return
+    for b in prange(parts):
+        _rows(p, left, right, nonneg, sums, b * m // parts, (b + 1) * m // parts, want and b == 0)
+    if want:
+        for i in range(m // parts, m):
+            row = p[i]
+            for j in range(p.shape[1]):
+                sums[j] += row[j]
+
+
+@njit(cache=True)
+def _rows(p, left, right, nonneg, sums, i0, i1, want):  # pragma: no cover - compiled
+    """:func:`add_outer` on rows ``i0 .. i1−1`` (column sums into ``sums`` if ``want``)."""
+    rank = left.shape[0]
     n = right.shape[1]
     ks = np.empty(rank, np.int64)
     acc = np.empty(n, p.dtype)
-    want = sums.shape[0] > 0
-    if want:
-        sums[:] = 0.0
-    for i in range(m):
+    for i in range(i0, i1):
         cnt = 0
         for k in range(rank):
             if left[k, i] != 0.0:
                 ks[cnt] = k
                 cnt += 1
         row = p[i]
-        if cnt > 0:
+        if cnt == 0:
+            if nonneg:
+                for j in range(n):
+                    v = row[j]
+                    row[j] = _ZERO if v < _ZERO else v
+        elif cnt <= 4:  # in registers: one pass over the row
+            k0, k1, k2, k3 = ks[0], ks[min(1, cnt - 1)], ks[min(2, cnt - 1)], ks[min(3, cnt - 1)]
+            a0, a1, a2, a3 = left[k0, i], left[k1, i], left[k2, i], left[k3, i]
+            r0, r1, r2, r3 = right[k0], right[k1], right[k2], right[k3]
+            for j in range(n):
+                v = a0 * r0[j]
+                if cnt > 1:
+                    v = _fma(a1, r1[j], v)
+                if cnt > 2:
+                    v = _fma(a2, r2[j], v)
+                if cnt > 3:
+                    v = _fma(a3, r3[j], v)
+                v = row[j] + v
+                if nonneg:
+                    v = 0.0 if v < 0.0 else v
+                row[j] = v
+        else:
             a, r = left[ks[0], i], right[ks[0]]
             for j in range(n):
                 acc[j] = a * r[j]
@@ -67,14 +107,15 @@ def add_outer(p, left, right, nonneg, sums):  # pragma: no cover - compiled
             if nonneg:
                 for j in range(n):
                     v = row[j] + acc[j]
-                    row[j] = 0.0 if v < 0.0 else v
+                    row[j] = _ZERO if v < _ZERO else v
             else:
                 for j in range(n):
                     row[j] = row[j] + acc[j]
-        elif nonneg:
-            for j in range(n):
-                v = row[j]
-                row[j] = 0.0 if v < 0.0 else v
         if want:
             for j in range(n):
                 sums[j] += row[j]
+
+
+@njit(cache=True, inline="always")
+def _clamp(v, nonneg):  # pragma: no cover - compiled
+    return (_ZERO if v < _ZERO else v) if nonneg else v

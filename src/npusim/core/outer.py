@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 MIN_COLUMNS = 16  # narrower outputs: torch's addmm_ (MKL orders those sums otherwise)
+PART_ELEMENTS = 1 << 17  # a row block on another thread gets at least this many elements
 
 # column sums of a parameter as its last compiled update left it: (tensor, version, sums)
 _SUMS: dict[int, tuple[weakref.ref, int, Tensor]] = {}
@@ -47,7 +48,11 @@ class OuterProduct:
             from npusim.core._outer_kernel import add_outer
 
             sums = torch.empty(p.shape[1] if nonneg else 0, dtype=p.dtype)
-            add_outer(p.numpy(), _np(self.left), _np(self.right), nonneg, sums.numpy())
+            threads = torch.get_num_threads()
+            parts = _parts(p, threads)
+            add_outer(p.numpy(), _np(self.left), _np(self.right), nonneg, sums.numpy(), parts)
+            if torch.get_num_threads() != threads:  # numba's OpenMP pool, started on first
+                torch.set_num_threads(threads)  # use, shares torch's runtime and resets it
             torch.autograd.graph.increment_version(p)  # written through numpy: tell torch
             if nonneg:
                 for key in [k for k, v in _SUMS.items() if v[0]() is None]:
@@ -66,6 +71,16 @@ def column_sums(p: Tensor) -> Tensor:
     if hit is not None and hit[0]() is p and hit[1] == p._version and not p.requires_grad:
         return hit[2]
     return p.new_ones(p.shape[0]) @ p
+
+
+def _parts(p: Tensor, threads: int) -> int:
+    """Row blocks of the compiled update, one per torch thread (numba's count set to it)."""
+    import numba
+
+    parts = min(threads, numba.config.NUMBA_NUM_THREADS, max(1, p.numel() // PART_ELEMENTS))
+    if parts > 1:
+        numba.set_num_threads(parts)
+    return parts
 
 
 def _compiled(p: Tensor, left: Tensor, right: Tensor) -> bool:

@@ -262,3 +262,15 @@ def test_train_model_hybrid_writes_test_error(tmp_path) -> None:
     assert res["config"]["arch"] == "mnist-conv-fc" and res["test_error"] < 0.4  # chance 0.9
     assert len(res["ledger"]["arrays"]) == 4
     assert res["config"]["rotate"] == 0.0  # rotations and zooms are for 28×28 digits
+
+
+def test_rotations_and_zooms_are_a_hybrid_default_on_28x28_digits_only() -> None:
+    from npusim.runtime.config import TrainConfig
+
+    cases = [("hybrid", "mnist5k", (10.0, 0.1)), ("hybrid", "digits", (0.0, 0.0)),
+             ("hybrid", "cifar10", (0.0, 0.0)), ("dhn", "mnist5k", (0.0, 0.0))]  # fmt: skip
+    for model, dataset, want in cases:
+        cfg = TrainConfig(model=model, dataset=dataset).resolved()
+        assert (cfg.rotate, cfg.zoom) == want, (model, dataset)
+    cfg = TrainConfig(model="hybrid", rotate=0.0, zoom=0.2).resolved()  # given: kept
+    assert (cfg.rotate, cfg.zoom, cfg.arch) == (0.0, 0.2, "mnist-conv-fc")

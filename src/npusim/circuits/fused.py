@@ -239,13 +239,26 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
+@njit(cache=True, parallel=True)
+def _drive_rows(s_in, w, b, d, wide, parts):  # pragma: no cover - compiled
+    """``d = b + s_in @ w`` row by row, zero inputs skipped, summed in order in float64 if
+    ``wide`` else in ``d``'s type; the rows in ``parts`` blocks on numba's threads."""
+    m = s_in.shape[0]
+    for q in prange(parts):
+        r0, r1 = q * m // parts, (q + 1) * m // parts
+        if wide:
+            _drive_block(s_in, w, b, d, np.empty(w.shape[1], np.float64), r0, r1)
+        else:
+            _drive_block(s_in, w, b, d, np.empty(w.shape[1], d.dtype), r0, r1)
+
+
 @njit(cache=True)
-def _drive_rows(s_in, w, b, d, o):  # pragma: no cover - compiled
-    """``d = b + s_in @ w`` row by row, zero inputs skipped, summed in order in ``o``'s type
-    (four inputs per pass over the row: ``((o + a) + b) + c``, the same roundings in order)."""
+def _drive_block(s_in, w, b, d, o, r0, r1):  # pragma: no cover - compiled
+    """Rows ``r0 .. r1−1`` of :func:`_drive_rows`, summed in ``o``'s type (four inputs per pass
+    over the row: ``((o + a) + b) + c``, the same roundings in order)."""
     n = w.shape[1]
     nz = np.empty(s_in.shape[1], np.int64)
-    for r in range(s_in.shape[0]):
+    for r in range(r0, r1):
         for j in range(n):
             o[j] = b[j]
         x = s_in[r]
@@ -279,7 +292,16 @@ def input_drive(s_in: Tensor, w: Tensor, b: Tensor, wide: bool = False) -> np.nd
     a blocked BLAS product when terms cancel, as the DRN's ``[x, −x]`` inputs do)."""
     wn = _np(w)
     d = np.empty((s_in.shape[0], wn.shape[1]), wn.dtype)
-    _drive_rows(_np(s_in), wn, _np(b), d, np.empty(wn.shape[1], np.float64 if wide else wn.dtype))
+    threads = torch.get_num_threads()
+    parts = min(threads, numba.config.NUMBA_NUM_THREADS, d.shape[0])
+    if parts > 1:
+        numba.set_num_threads(parts)
+        _drive_rows(_np(s_in), wn, _np(b), d, wide, parts)
+    else:  # no parallel region at all
+        o = np.empty(wn.shape[1], np.float64 if wide else wn.dtype)
+        _drive_block(_np(s_in), wn, _np(b), d, o, 0, d.shape[0])
+    if torch.get_num_threads() != threads:  # numba's OpenMP pool, started on first use,
+        torch.set_num_threads(threads)  # shares torch's runtime and resets its count
     return d
 
 

@@ -570,13 +570,14 @@ def _finish_output(t, row, sc, of, lo, hi, mask, res):  # pragma: no cover
 
 @njit(cache=True)
 def _wide_hidden(  # pragma: no cover - compiled
-    rows, off, n, base, wd, offd, nd, wu, offu, nu, den, lo, hi, divide, mask, res
+    rows, off, n, base, wd, offd, nd, wu, offu, nu, den, lo, hi, divide, mask, res, track
 ):  # fmt: skip
     """Hidden layer at ``rows[off : off + n]`` of one chunk, in registers: unit j gets
     ``base[j]`` plus ``nd`` terms ``wd[j, i]·rows[offd + i]`` and ``nu`` terms
     ``wu[j, i]·rows[offu + i]`` in order, then :func:`_finish_hidden`'s update; for
     layers whose units have few neighbours (a wide layer under a narrow one). 4 units
-    at a time (independent sums that overlap in the pipeline), the rest one by one."""
+    at a time (independent sums that overlap in the pipeline), the rest one by one.
+    ``track``: the residual into ``res`` (else left alone: a sweep nobody checks)."""
     m0 = mask[0]
     m1 = mask[1]
     m2 = mask[2]
@@ -610,1767 +611,3210 @@ def _wide_hidden(  # pragma: no cover - compiled
     r14 = res[14]
     r15 = res[15]
     zero = m0 - m0  # in the states' type: the residual in it too
-    if divide:
-        j = 0
-        while j + 4 <= n:
-            b = base[j + 0]
-            a0_0 = b[0]
-            a0_1 = b[1]
-            a0_2 = b[2]
-            a0_3 = b[3]
-            a0_4 = b[4]
-            a0_5 = b[5]
-            a0_6 = b[6]
-            a0_7 = b[7]
-            a0_8 = b[8]
-            a0_9 = b[9]
-            a0_10 = b[10]
-            a0_11 = b[11]
-            a0_12 = b[12]
-            a0_13 = b[13]
-            a0_14 = b[14]
-            a0_15 = b[15]
-            b = base[j + 1]
-            a1_0 = b[0]
-            a1_1 = b[1]
-            a1_2 = b[2]
-            a1_3 = b[3]
-            a1_4 = b[4]
-            a1_5 = b[5]
-            a1_6 = b[6]
-            a1_7 = b[7]
-            a1_8 = b[8]
-            a1_9 = b[9]
-            a1_10 = b[10]
-            a1_11 = b[11]
-            a1_12 = b[12]
-            a1_13 = b[13]
-            a1_14 = b[14]
-            a1_15 = b[15]
-            b = base[j + 2]
-            a2_0 = b[0]
-            a2_1 = b[1]
-            a2_2 = b[2]
-            a2_3 = b[3]
-            a2_4 = b[4]
-            a2_5 = b[5]
-            a2_6 = b[6]
-            a2_7 = b[7]
-            a2_8 = b[8]
-            a2_9 = b[9]
-            a2_10 = b[10]
-            a2_11 = b[11]
-            a2_12 = b[12]
-            a2_13 = b[13]
-            a2_14 = b[14]
-            a2_15 = b[15]
-            b = base[j + 3]
-            a3_0 = b[0]
-            a3_1 = b[1]
-            a3_2 = b[2]
-            a3_3 = b[3]
-            a3_4 = b[4]
-            a3_5 = b[5]
-            a3_6 = b[6]
-            a3_7 = b[7]
-            a3_8 = b[8]
-            a3_9 = b[9]
-            a3_10 = b[10]
-            a3_11 = b[11]
-            a3_12 = b[12]
-            a3_13 = b[13]
-            a3_14 = b[14]
-            a3_15 = b[15]
-            wr0 = wd[j + 0]
-            wr1 = wd[j + 1]
-            wr2 = wd[j + 2]
-            wr3 = wd[j + 3]
-            for i in range(nd):
-                s = rows[offd + i]
-                s0 = s[0]
-                s1 = s[1]
-                s2 = s[2]
-                s3 = s[3]
-                s4 = s[4]
-                s5 = s[5]
-                s6 = s[6]
-                s7 = s[7]
-                s8 = s[8]
-                s9 = s[9]
-                s10 = s[10]
-                s11 = s[11]
-                s12 = s[12]
-                s13 = s[13]
-                s14 = s[14]
-                s15 = s[15]
-                v = wr0[i]
-                a0_0 += v * s0
-                a0_1 += v * s1
-                a0_2 += v * s2
-                a0_3 += v * s3
-                a0_4 += v * s4
-                a0_5 += v * s5
-                a0_6 += v * s6
-                a0_7 += v * s7
-                a0_8 += v * s8
-                a0_9 += v * s9
-                a0_10 += v * s10
-                a0_11 += v * s11
-                a0_12 += v * s12
-                a0_13 += v * s13
-                a0_14 += v * s14
-                a0_15 += v * s15
-                v = wr1[i]
-                a1_0 += v * s0
-                a1_1 += v * s1
-                a1_2 += v * s2
-                a1_3 += v * s3
-                a1_4 += v * s4
-                a1_5 += v * s5
-                a1_6 += v * s6
-                a1_7 += v * s7
-                a1_8 += v * s8
-                a1_9 += v * s9
-                a1_10 += v * s10
-                a1_11 += v * s11
-                a1_12 += v * s12
-                a1_13 += v * s13
-                a1_14 += v * s14
-                a1_15 += v * s15
-                v = wr2[i]
-                a2_0 += v * s0
-                a2_1 += v * s1
-                a2_2 += v * s2
-                a2_3 += v * s3
-                a2_4 += v * s4
-                a2_5 += v * s5
-                a2_6 += v * s6
-                a2_7 += v * s7
-                a2_8 += v * s8
-                a2_9 += v * s9
-                a2_10 += v * s10
-                a2_11 += v * s11
-                a2_12 += v * s12
-                a2_13 += v * s13
-                a2_14 += v * s14
-                a2_15 += v * s15
-                v = wr3[i]
-                a3_0 += v * s0
-                a3_1 += v * s1
-                a3_2 += v * s2
-                a3_3 += v * s3
-                a3_4 += v * s4
-                a3_5 += v * s5
-                a3_6 += v * s6
-                a3_7 += v * s7
-                a3_8 += v * s8
-                a3_9 += v * s9
-                a3_10 += v * s10
-                a3_11 += v * s11
-                a3_12 += v * s12
-                a3_13 += v * s13
-                a3_14 += v * s14
-                a3_15 += v * s15
-            wr0 = wu[j + 0]
-            wr1 = wu[j + 1]
-            wr2 = wu[j + 2]
-            wr3 = wu[j + 3]
-            for i in range(nu):
-                s = rows[offu + i]
-                s0 = s[0]
-                s1 = s[1]
-                s2 = s[2]
-                s3 = s[3]
-                s4 = s[4]
-                s5 = s[5]
-                s6 = s[6]
-                s7 = s[7]
-                s8 = s[8]
-                s9 = s[9]
-                s10 = s[10]
-                s11 = s[11]
-                s12 = s[12]
-                s13 = s[13]
-                s14 = s[14]
-                s15 = s[15]
-                v = wr0[i]
-                a0_0 += v * s0
-                a0_1 += v * s1
-                a0_2 += v * s2
-                a0_3 += v * s3
-                a0_4 += v * s4
-                a0_5 += v * s5
-                a0_6 += v * s6
-                a0_7 += v * s7
-                a0_8 += v * s8
-                a0_9 += v * s9
-                a0_10 += v * s10
-                a0_11 += v * s11
-                a0_12 += v * s12
-                a0_13 += v * s13
-                a0_14 += v * s14
-                a0_15 += v * s15
-                v = wr1[i]
-                a1_0 += v * s0
-                a1_1 += v * s1
-                a1_2 += v * s2
-                a1_3 += v * s3
-                a1_4 += v * s4
-                a1_5 += v * s5
-                a1_6 += v * s6
-                a1_7 += v * s7
-                a1_8 += v * s8
-                a1_9 += v * s9
-                a1_10 += v * s10
-                a1_11 += v * s11
-                a1_12 += v * s12
-                a1_13 += v * s13
-                a1_14 += v * s14
-                a1_15 += v * s15
-                v = wr2[i]
-                a2_0 += v * s0
-                a2_1 += v * s1
-                a2_2 += v * s2
-                a2_3 += v * s3
-                a2_4 += v * s4
-                a2_5 += v * s5
-                a2_6 += v * s6
-                a2_7 += v * s7
-                a2_8 += v * s8
-                a2_9 += v * s9
-                a2_10 += v * s10
-                a2_11 += v * s11
-                a2_12 += v * s12
-                a2_13 += v * s13
-                a2_14 += v * s14
-                a2_15 += v * s15
-                v = wr3[i]
-                a3_0 += v * s0
-                a3_1 += v * s1
-                a3_2 += v * s2
-                a3_3 += v * s3
-                a3_4 += v * s4
-                a3_5 += v * s5
-                a3_6 += v * s6
-                a3_7 += v * s7
-                a3_8 += v * s8
-                a3_9 += v * s9
-                a3_10 += v * s10
-                a3_11 += v * s11
-                a3_12 += v * s12
-                a3_13 += v * s13
-                a3_14 += v * s14
-                a3_15 += v * s15
-            lj = lo[j + 0]
-            hj = hi[j + 0]
-            dj = den[j + 0]
-            a0_0 = a0_0 / dj
-            a0_1 = a0_1 / dj
-            a0_2 = a0_2 / dj
-            a0_3 = a0_3 / dj
-            a0_4 = a0_4 / dj
-            a0_5 = a0_5 / dj
-            a0_6 = a0_6 / dj
-            a0_7 = a0_7 / dj
-            a0_8 = a0_8 / dj
-            a0_9 = a0_9 / dj
-            a0_10 = a0_10 / dj
-            a0_11 = a0_11 / dj
-            a0_12 = a0_12 / dj
-            a0_13 = a0_13 / dj
-            a0_14 = a0_14 / dj
-            a0_15 = a0_15 / dj
-            row = rows[off + j + 0]
-            v = lj if a0_0 < lj else a0_0
-            v = hj if v > hj else v
-            v = v if m0 != 0.0 else zero
-            d = abs(v - row[0])
-            r0 = r0 if (r0 >= d or r0 != r0) else d
-            row[0] = v
-            v = lj if a0_1 < lj else a0_1
-            v = hj if v > hj else v
-            v = v if m1 != 0.0 else zero
-            d = abs(v - row[1])
-            r1 = r1 if (r1 >= d or r1 != r1) else d
-            row[1] = v
-            v = lj if a0_2 < lj else a0_2
-            v = hj if v > hj else v
-            v = v if m2 != 0.0 else zero
-            d = abs(v - row[2])
-            r2 = r2 if (r2 >= d or r2 != r2) else d
-            row[2] = v
-            v = lj if a0_3 < lj else a0_3
-            v = hj if v > hj else v
-            v = v if m3 != 0.0 else zero
-            d = abs(v - row[3])
-            r3 = r3 if (r3 >= d or r3 != r3) else d
-            row[3] = v
-            v = lj if a0_4 < lj else a0_4
-            v = hj if v > hj else v
-            v = v if m4 != 0.0 else zero
-            d = abs(v - row[4])
-            r4 = r4 if (r4 >= d or r4 != r4) else d
-            row[4] = v
-            v = lj if a0_5 < lj else a0_5
-            v = hj if v > hj else v
-            v = v if m5 != 0.0 else zero
-            d = abs(v - row[5])
-            r5 = r5 if (r5 >= d or r5 != r5) else d
-            row[5] = v
-            v = lj if a0_6 < lj else a0_6
-            v = hj if v > hj else v
-            v = v if m6 != 0.0 else zero
-            d = abs(v - row[6])
-            r6 = r6 if (r6 >= d or r6 != r6) else d
-            row[6] = v
-            v = lj if a0_7 < lj else a0_7
-            v = hj if v > hj else v
-            v = v if m7 != 0.0 else zero
-            d = abs(v - row[7])
-            r7 = r7 if (r7 >= d or r7 != r7) else d
-            row[7] = v
-            v = lj if a0_8 < lj else a0_8
-            v = hj if v > hj else v
-            v = v if m8 != 0.0 else zero
-            d = abs(v - row[8])
-            r8 = r8 if (r8 >= d or r8 != r8) else d
-            row[8] = v
-            v = lj if a0_9 < lj else a0_9
-            v = hj if v > hj else v
-            v = v if m9 != 0.0 else zero
-            d = abs(v - row[9])
-            r9 = r9 if (r9 >= d or r9 != r9) else d
-            row[9] = v
-            v = lj if a0_10 < lj else a0_10
-            v = hj if v > hj else v
-            v = v if m10 != 0.0 else zero
-            d = abs(v - row[10])
-            r10 = r10 if (r10 >= d or r10 != r10) else d
-            row[10] = v
-            v = lj if a0_11 < lj else a0_11
-            v = hj if v > hj else v
-            v = v if m11 != 0.0 else zero
-            d = abs(v - row[11])
-            r11 = r11 if (r11 >= d or r11 != r11) else d
-            row[11] = v
-            v = lj if a0_12 < lj else a0_12
-            v = hj if v > hj else v
-            v = v if m12 != 0.0 else zero
-            d = abs(v - row[12])
-            r12 = r12 if (r12 >= d or r12 != r12) else d
-            row[12] = v
-            v = lj if a0_13 < lj else a0_13
-            v = hj if v > hj else v
-            v = v if m13 != 0.0 else zero
-            d = abs(v - row[13])
-            r13 = r13 if (r13 >= d or r13 != r13) else d
-            row[13] = v
-            v = lj if a0_14 < lj else a0_14
-            v = hj if v > hj else v
-            v = v if m14 != 0.0 else zero
-            d = abs(v - row[14])
-            r14 = r14 if (r14 >= d or r14 != r14) else d
-            row[14] = v
-            v = lj if a0_15 < lj else a0_15
-            v = hj if v > hj else v
-            v = v if m15 != 0.0 else zero
-            d = abs(v - row[15])
-            r15 = r15 if (r15 >= d or r15 != r15) else d
-            row[15] = v
-            lj = lo[j + 1]
-            hj = hi[j + 1]
-            dj = den[j + 1]
-            a1_0 = a1_0 / dj
-            a1_1 = a1_1 / dj
-            a1_2 = a1_2 / dj
-            a1_3 = a1_3 / dj
-            a1_4 = a1_4 / dj
-            a1_5 = a1_5 / dj
-            a1_6 = a1_6 / dj
-            a1_7 = a1_7 / dj
-            a1_8 = a1_8 / dj
-            a1_9 = a1_9 / dj
-            a1_10 = a1_10 / dj
-            a1_11 = a1_11 / dj
-            a1_12 = a1_12 / dj
-            a1_13 = a1_13 / dj
-            a1_14 = a1_14 / dj
-            a1_15 = a1_15 / dj
-            row = rows[off + j + 1]
-            v = lj if a1_0 < lj else a1_0
-            v = hj if v > hj else v
-            v = v if m0 != 0.0 else zero
-            d = abs(v - row[0])
-            r0 = r0 if (r0 >= d or r0 != r0) else d
-            row[0] = v
-            v = lj if a1_1 < lj else a1_1
-            v = hj if v > hj else v
-            v = v if m1 != 0.0 else zero
-            d = abs(v - row[1])
-            r1 = r1 if (r1 >= d or r1 != r1) else d
-            row[1] = v
-            v = lj if a1_2 < lj else a1_2
-            v = hj if v > hj else v
-            v = v if m2 != 0.0 else zero
-            d = abs(v - row[2])
-            r2 = r2 if (r2 >= d or r2 != r2) else d
-            row[2] = v
-            v = lj if a1_3 < lj else a1_3
-            v = hj if v > hj else v
-            v = v if m3 != 0.0 else zero
-            d = abs(v - row[3])
-            r3 = r3 if (r3 >= d or r3 != r3) else d
-            row[3] = v
-            v = lj if a1_4 < lj else a1_4
-            v = hj if v > hj else v
-            v = v if m4 != 0.0 else zero
-            d = abs(v - row[4])
-            r4 = r4 if (r4 >= d or r4 != r4) else d
-            row[4] = v
-            v = lj if a1_5 < lj else a1_5
-            v = hj if v > hj else v
-            v = v if m5 != 0.0 else zero
-            d = abs(v - row[5])
-            r5 = r5 if (r5 >= d or r5 != r5) else d
-            row[5] = v
-            v = lj if a1_6 < lj else a1_6
-            v = hj if v > hj else v
-            v = v if m6 != 0.0 else zero
-            d = abs(v - row[6])
-            r6 = r6 if (r6 >= d or r6 != r6) else d
-            row[6] = v
-            v = lj if a1_7 < lj else a1_7
-            v = hj if v > hj else v
-            v = v if m7 != 0.0 else zero
-            d = abs(v - row[7])
-            r7 = r7 if (r7 >= d or r7 != r7) else d
-            row[7] = v
-            v = lj if a1_8 < lj else a1_8
-            v = hj if v > hj else v
-            v = v if m8 != 0.0 else zero
-            d = abs(v - row[8])
-            r8 = r8 if (r8 >= d or r8 != r8) else d
-            row[8] = v
-            v = lj if a1_9 < lj else a1_9
-            v = hj if v > hj else v
-            v = v if m9 != 0.0 else zero
-            d = abs(v - row[9])
-            r9 = r9 if (r9 >= d or r9 != r9) else d
-            row[9] = v
-            v = lj if a1_10 < lj else a1_10
-            v = hj if v > hj else v
-            v = v if m10 != 0.0 else zero
-            d = abs(v - row[10])
-            r10 = r10 if (r10 >= d or r10 != r10) else d
-            row[10] = v
-            v = lj if a1_11 < lj else a1_11
-            v = hj if v > hj else v
-            v = v if m11 != 0.0 else zero
-            d = abs(v - row[11])
-            r11 = r11 if (r11 >= d or r11 != r11) else d
-            row[11] = v
-            v = lj if a1_12 < lj else a1_12
-            v = hj if v > hj else v
-            v = v if m12 != 0.0 else zero
-            d = abs(v - row[12])
-            r12 = r12 if (r12 >= d or r12 != r12) else d
-            row[12] = v
-            v = lj if a1_13 < lj else a1_13
-            v = hj if v > hj else v
-            v = v if m13 != 0.0 else zero
-            d = abs(v - row[13])
-            r13 = r13 if (r13 >= d or r13 != r13) else d
-            row[13] = v
-            v = lj if a1_14 < lj else a1_14
-            v = hj if v > hj else v
-            v = v if m14 != 0.0 else zero
-            d = abs(v - row[14])
-            r14 = r14 if (r14 >= d or r14 != r14) else d
-            row[14] = v
-            v = lj if a1_15 < lj else a1_15
-            v = hj if v > hj else v
-            v = v if m15 != 0.0 else zero
-            d = abs(v - row[15])
-            r15 = r15 if (r15 >= d or r15 != r15) else d
-            row[15] = v
-            lj = lo[j + 2]
-            hj = hi[j + 2]
-            dj = den[j + 2]
-            a2_0 = a2_0 / dj
-            a2_1 = a2_1 / dj
-            a2_2 = a2_2 / dj
-            a2_3 = a2_3 / dj
-            a2_4 = a2_4 / dj
-            a2_5 = a2_5 / dj
-            a2_6 = a2_6 / dj
-            a2_7 = a2_7 / dj
-            a2_8 = a2_8 / dj
-            a2_9 = a2_9 / dj
-            a2_10 = a2_10 / dj
-            a2_11 = a2_11 / dj
-            a2_12 = a2_12 / dj
-            a2_13 = a2_13 / dj
-            a2_14 = a2_14 / dj
-            a2_15 = a2_15 / dj
-            row = rows[off + j + 2]
-            v = lj if a2_0 < lj else a2_0
-            v = hj if v > hj else v
-            v = v if m0 != 0.0 else zero
-            d = abs(v - row[0])
-            r0 = r0 if (r0 >= d or r0 != r0) else d
-            row[0] = v
-            v = lj if a2_1 < lj else a2_1
-            v = hj if v > hj else v
-            v = v if m1 != 0.0 else zero
-            d = abs(v - row[1])
-            r1 = r1 if (r1 >= d or r1 != r1) else d
-            row[1] = v
-            v = lj if a2_2 < lj else a2_2
-            v = hj if v > hj else v
-            v = v if m2 != 0.0 else zero
-            d = abs(v - row[2])
-            r2 = r2 if (r2 >= d or r2 != r2) else d
-            row[2] = v
-            v = lj if a2_3 < lj else a2_3
-            v = hj if v > hj else v
-            v = v if m3 != 0.0 else zero
-            d = abs(v - row[3])
-            r3 = r3 if (r3 >= d or r3 != r3) else d
-            row[3] = v
-            v = lj if a2_4 < lj else a2_4
-            v = hj if v > hj else v
-            v = v if m4 != 0.0 else zero
-            d = abs(v - row[4])
-            r4 = r4 if (r4 >= d or r4 != r4) else d
-            row[4] = v
-            v = lj if a2_5 < lj else a2_5
-            v = hj if v > hj else v
-            v = v if m5 != 0.0 else zero
-            d = abs(v - row[5])
-            r5 = r5 if (r5 >= d or r5 != r5) else d
-            row[5] = v
-            v = lj if a2_6 < lj else a2_6
-            v = hj if v > hj else v
-            v = v if m6 != 0.0 else zero
-            d = abs(v - row[6])
-            r6 = r6 if (r6 >= d or r6 != r6) else d
-            row[6] = v
-            v = lj if a2_7 < lj else a2_7
-            v = hj if v > hj else v
-            v = v if m7 != 0.0 else zero
-            d = abs(v - row[7])
-            r7 = r7 if (r7 >= d or r7 != r7) else d
-            row[7] = v
-            v = lj if a2_8 < lj else a2_8
-            v = hj if v > hj else v
-            v = v if m8 != 0.0 else zero
-            d = abs(v - row[8])
-            r8 = r8 if (r8 >= d or r8 != r8) else d
-            row[8] = v
-            v = lj if a2_9 < lj else a2_9
-            v = hj if v > hj else v
-            v = v if m9 != 0.0 else zero
-            d = abs(v - row[9])
-            r9 = r9 if (r9 >= d or r9 != r9) else d
-            row[9] = v
-            v = lj if a2_10 < lj else a2_10
-            v = hj if v > hj else v
-            v = v if m10 != 0.0 else zero
-            d = abs(v - row[10])
-            r10 = r10 if (r10 >= d or r10 != r10) else d
-            row[10] = v
-            v = lj if a2_11 < lj else a2_11
-            v = hj if v > hj else v
-            v = v if m11 != 0.0 else zero
-            d = abs(v - row[11])
-            r11 = r11 if (r11 >= d or r11 != r11) else d
-            row[11] = v
-            v = lj if a2_12 < lj else a2_12
-            v = hj if v > hj else v
-            v = v if m12 != 0.0 else zero
-            d = abs(v - row[12])
-            r12 = r12 if (r12 >= d or r12 != r12) else d
-            row[12] = v
-            v = lj if a2_13 < lj else a2_13
-            v = hj if v > hj else v
-            v = v if m13 != 0.0 else zero
-            d = abs(v - row[13])
-            r13 = r13 if (r13 >= d or r13 != r13) else d
-            row[13] = v
-            v = lj if a2_14 < lj else a2_14
-            v = hj if v > hj else v
-            v = v if m14 != 0.0 else zero
-            d = abs(v - row[14])
-            r14 = r14 if (r14 >= d or r14 != r14) else d
-            row[14] = v
-            v = lj if a2_15 < lj else a2_15
-            v = hj if v > hj else v
-            v = v if m15 != 0.0 else zero
-            d = abs(v - row[15])
-            r15 = r15 if (r15 >= d or r15 != r15) else d
-            row[15] = v
-            lj = lo[j + 3]
-            hj = hi[j + 3]
-            dj = den[j + 3]
-            a3_0 = a3_0 / dj
-            a3_1 = a3_1 / dj
-            a3_2 = a3_2 / dj
-            a3_3 = a3_3 / dj
-            a3_4 = a3_4 / dj
-            a3_5 = a3_5 / dj
-            a3_6 = a3_6 / dj
-            a3_7 = a3_7 / dj
-            a3_8 = a3_8 / dj
-            a3_9 = a3_9 / dj
-            a3_10 = a3_10 / dj
-            a3_11 = a3_11 / dj
-            a3_12 = a3_12 / dj
-            a3_13 = a3_13 / dj
-            a3_14 = a3_14 / dj
-            a3_15 = a3_15 / dj
-            row = rows[off + j + 3]
-            v = lj if a3_0 < lj else a3_0
-            v = hj if v > hj else v
-            v = v if m0 != 0.0 else zero
-            d = abs(v - row[0])
-            r0 = r0 if (r0 >= d or r0 != r0) else d
-            row[0] = v
-            v = lj if a3_1 < lj else a3_1
-            v = hj if v > hj else v
-            v = v if m1 != 0.0 else zero
-            d = abs(v - row[1])
-            r1 = r1 if (r1 >= d or r1 != r1) else d
-            row[1] = v
-            v = lj if a3_2 < lj else a3_2
-            v = hj if v > hj else v
-            v = v if m2 != 0.0 else zero
-            d = abs(v - row[2])
-            r2 = r2 if (r2 >= d or r2 != r2) else d
-            row[2] = v
-            v = lj if a3_3 < lj else a3_3
-            v = hj if v > hj else v
-            v = v if m3 != 0.0 else zero
-            d = abs(v - row[3])
-            r3 = r3 if (r3 >= d or r3 != r3) else d
-            row[3] = v
-            v = lj if a3_4 < lj else a3_4
-            v = hj if v > hj else v
-            v = v if m4 != 0.0 else zero
-            d = abs(v - row[4])
-            r4 = r4 if (r4 >= d or r4 != r4) else d
-            row[4] = v
-            v = lj if a3_5 < lj else a3_5
-            v = hj if v > hj else v
-            v = v if m5 != 0.0 else zero
-            d = abs(v - row[5])
-            r5 = r5 if (r5 >= d or r5 != r5) else d
-            row[5] = v
-            v = lj if a3_6 < lj else a3_6
-            v = hj if v > hj else v
-            v = v if m6 != 0.0 else zero
-            d = abs(v - row[6])
-            r6 = r6 if (r6 >= d or r6 != r6) else d
-            row[6] = v
-            v = lj if a3_7 < lj else a3_7
-            v = hj if v > hj else v
-            v = v if m7 != 0.0 else zero
-            d = abs(v - row[7])
-            r7 = r7 if (r7 >= d or r7 != r7) else d
-            row[7] = v
-            v = lj if a3_8 < lj else a3_8
-            v = hj if v > hj else v
-            v = v if m8 != 0.0 else zero
-            d = abs(v - row[8])
-            r8 = r8 if (r8 >= d or r8 != r8) else d
-            row[8] = v
-            v = lj if a3_9 < lj else a3_9
-            v = hj if v > hj else v
-            v = v if m9 != 0.0 else zero
-            d = abs(v - row[9])
-            r9 = r9 if (r9 >= d or r9 != r9) else d
-            row[9] = v
-            v = lj if a3_10 < lj else a3_10
-            v = hj if v > hj else v
-            v = v if m10 != 0.0 else zero
-            d = abs(v - row[10])
-            r10 = r10 if (r10 >= d or r10 != r10) else d
-            row[10] = v
-            v = lj if a3_11 < lj else a3_11
-            v = hj if v > hj else v
-            v = v if m11 != 0.0 else zero
-            d = abs(v - row[11])
-            r11 = r11 if (r11 >= d or r11 != r11) else d
-            row[11] = v
-            v = lj if a3_12 < lj else a3_12
-            v = hj if v > hj else v
-            v = v if m12 != 0.0 else zero
-            d = abs(v - row[12])
-            r12 = r12 if (r12 >= d or r12 != r12) else d
-            row[12] = v
-            v = lj if a3_13 < lj else a3_13
-            v = hj if v > hj else v
-            v = v if m13 != 0.0 else zero
-            d = abs(v - row[13])
-            r13 = r13 if (r13 >= d or r13 != r13) else d
-            row[13] = v
-            v = lj if a3_14 < lj else a3_14
-            v = hj if v > hj else v
-            v = v if m14 != 0.0 else zero
-            d = abs(v - row[14])
-            r14 = r14 if (r14 >= d or r14 != r14) else d
-            row[14] = v
-            v = lj if a3_15 < lj else a3_15
-            v = hj if v > hj else v
-            v = v if m15 != 0.0 else zero
-            d = abs(v - row[15])
-            r15 = r15 if (r15 >= d or r15 != r15) else d
-            row[15] = v
-            j += 4
-        while j + 1 <= n:
-            b = base[j + 0]
-            a0_0 = b[0]
-            a0_1 = b[1]
-            a0_2 = b[2]
-            a0_3 = b[3]
-            a0_4 = b[4]
-            a0_5 = b[5]
-            a0_6 = b[6]
-            a0_7 = b[7]
-            a0_8 = b[8]
-            a0_9 = b[9]
-            a0_10 = b[10]
-            a0_11 = b[11]
-            a0_12 = b[12]
-            a0_13 = b[13]
-            a0_14 = b[14]
-            a0_15 = b[15]
-            wr0 = wd[j + 0]
-            for i in range(nd):
-                s = rows[offd + i]
-                s0 = s[0]
-                s1 = s[1]
-                s2 = s[2]
-                s3 = s[3]
-                s4 = s[4]
-                s5 = s[5]
-                s6 = s[6]
-                s7 = s[7]
-                s8 = s[8]
-                s9 = s[9]
-                s10 = s[10]
-                s11 = s[11]
-                s12 = s[12]
-                s13 = s[13]
-                s14 = s[14]
-                s15 = s[15]
-                v = wr0[i]
-                a0_0 += v * s0
-                a0_1 += v * s1
-                a0_2 += v * s2
-                a0_3 += v * s3
-                a0_4 += v * s4
-                a0_5 += v * s5
-                a0_6 += v * s6
-                a0_7 += v * s7
-                a0_8 += v * s8
-                a0_9 += v * s9
-                a0_10 += v * s10
-                a0_11 += v * s11
-                a0_12 += v * s12
-                a0_13 += v * s13
-                a0_14 += v * s14
-                a0_15 += v * s15
-            wr0 = wu[j + 0]
-            for i in range(nu):
-                s = rows[offu + i]
-                s0 = s[0]
-                s1 = s[1]
-                s2 = s[2]
-                s3 = s[3]
-                s4 = s[4]
-                s5 = s[5]
-                s6 = s[6]
-                s7 = s[7]
-                s8 = s[8]
-                s9 = s[9]
-                s10 = s[10]
-                s11 = s[11]
-                s12 = s[12]
-                s13 = s[13]
-                s14 = s[14]
-                s15 = s[15]
-                v = wr0[i]
-                a0_0 += v * s0
-                a0_1 += v * s1
-                a0_2 += v * s2
-                a0_3 += v * s3
-                a0_4 += v * s4
-                a0_5 += v * s5
-                a0_6 += v * s6
-                a0_7 += v * s7
-                a0_8 += v * s8
-                a0_9 += v * s9
-                a0_10 += v * s10
-                a0_11 += v * s11
-                a0_12 += v * s12
-                a0_13 += v * s13
-                a0_14 += v * s14
-                a0_15 += v * s15
-            lj = lo[j + 0]
-            hj = hi[j + 0]
-            dj = den[j + 0]
-            a0_0 = a0_0 / dj
-            a0_1 = a0_1 / dj
-            a0_2 = a0_2 / dj
-            a0_3 = a0_3 / dj
-            a0_4 = a0_4 / dj
-            a0_5 = a0_5 / dj
-            a0_6 = a0_6 / dj
-            a0_7 = a0_7 / dj
-            a0_8 = a0_8 / dj
-            a0_9 = a0_9 / dj
-            a0_10 = a0_10 / dj
-            a0_11 = a0_11 / dj
-            a0_12 = a0_12 / dj
-            a0_13 = a0_13 / dj
-            a0_14 = a0_14 / dj
-            a0_15 = a0_15 / dj
-            row = rows[off + j + 0]
-            v = lj if a0_0 < lj else a0_0
-            v = hj if v > hj else v
-            v = v if m0 != 0.0 else zero
-            d = abs(v - row[0])
-            r0 = r0 if (r0 >= d or r0 != r0) else d
-            row[0] = v
-            v = lj if a0_1 < lj else a0_1
-            v = hj if v > hj else v
-            v = v if m1 != 0.0 else zero
-            d = abs(v - row[1])
-            r1 = r1 if (r1 >= d or r1 != r1) else d
-            row[1] = v
-            v = lj if a0_2 < lj else a0_2
-            v = hj if v > hj else v
-            v = v if m2 != 0.0 else zero
-            d = abs(v - row[2])
-            r2 = r2 if (r2 >= d or r2 != r2) else d
-            row[2] = v
-            v = lj if a0_3 < lj else a0_3
-            v = hj if v > hj else v
-            v = v if m3 != 0.0 else zero
-            d = abs(v - row[3])
-            r3 = r3 if (r3 >= d or r3 != r3) else d
-            row[3] = v
-            v = lj if a0_4 < lj else a0_4
-            v = hj if v > hj else v
-            v = v if m4 != 0.0 else zero
-            d = abs(v - row[4])
-            r4 = r4 if (r4 >= d or r4 != r4) else d
-            row[4] = v
-            v = lj if a0_5 < lj else a0_5
-            v = hj if v > hj else v
-            v = v if m5 != 0.0 else zero
-            d = abs(v - row[5])
-            r5 = r5 if (r5 >= d or r5 != r5) else d
-            row[5] = v
-            v = lj if a0_6 < lj else a0_6
-            v = hj if v > hj else v
-            v = v if m6 != 0.0 else zero
-            d = abs(v - row[6])
-            r6 = r6 if (r6 >= d or r6 != r6) else d
-            row[6] = v
-            v = lj if a0_7 < lj else a0_7
-            v = hj if v > hj else v
-            v = v if m7 != 0.0 else zero
-            d = abs(v - row[7])
-            r7 = r7 if (r7 >= d or r7 != r7) else d
-            row[7] = v
-            v = lj if a0_8 < lj else a0_8
-            v = hj if v > hj else v
-            v = v if m8 != 0.0 else zero
-            d = abs(v - row[8])
-            r8 = r8 if (r8 >= d or r8 != r8) else d
-            row[8] = v
-            v = lj if a0_9 < lj else a0_9
-            v = hj if v > hj else v
-            v = v if m9 != 0.0 else zero
-            d = abs(v - row[9])
-            r9 = r9 if (r9 >= d or r9 != r9) else d
-            row[9] = v
-            v = lj if a0_10 < lj else a0_10
-            v = hj if v > hj else v
-            v = v if m10 != 0.0 else zero
-            d = abs(v - row[10])
-            r10 = r10 if (r10 >= d or r10 != r10) else d
-            row[10] = v
-            v = lj if a0_11 < lj else a0_11
-            v = hj if v > hj else v
-            v = v if m11 != 0.0 else zero
-            d = abs(v - row[11])
-            r11 = r11 if (r11 >= d or r11 != r11) else d
-            row[11] = v
-            v = lj if a0_12 < lj else a0_12
-            v = hj if v > hj else v
-            v = v if m12 != 0.0 else zero
-            d = abs(v - row[12])
-            r12 = r12 if (r12 >= d or r12 != r12) else d
-            row[12] = v
-            v = lj if a0_13 < lj else a0_13
-            v = hj if v > hj else v
-            v = v if m13 != 0.0 else zero
-            d = abs(v - row[13])
-            r13 = r13 if (r13 >= d or r13 != r13) else d
-            row[13] = v
-            v = lj if a0_14 < lj else a0_14
-            v = hj if v > hj else v
-            v = v if m14 != 0.0 else zero
-            d = abs(v - row[14])
-            r14 = r14 if (r14 >= d or r14 != r14) else d
-            row[14] = v
-            v = lj if a0_15 < lj else a0_15
-            v = hj if v > hj else v
-            v = v if m15 != 0.0 else zero
-            d = abs(v - row[15])
-            r15 = r15 if (r15 >= d or r15 != r15) else d
-            row[15] = v
-            j += 1
+    if track:
+        if divide:
+            j = 0
+            while j + 4 <= n:
+                b = base[j + 0]
+                a0_0 = b[0]
+                a0_1 = b[1]
+                a0_2 = b[2]
+                a0_3 = b[3]
+                a0_4 = b[4]
+                a0_5 = b[5]
+                a0_6 = b[6]
+                a0_7 = b[7]
+                a0_8 = b[8]
+                a0_9 = b[9]
+                a0_10 = b[10]
+                a0_11 = b[11]
+                a0_12 = b[12]
+                a0_13 = b[13]
+                a0_14 = b[14]
+                a0_15 = b[15]
+                b = base[j + 1]
+                a1_0 = b[0]
+                a1_1 = b[1]
+                a1_2 = b[2]
+                a1_3 = b[3]
+                a1_4 = b[4]
+                a1_5 = b[5]
+                a1_6 = b[6]
+                a1_7 = b[7]
+                a1_8 = b[8]
+                a1_9 = b[9]
+                a1_10 = b[10]
+                a1_11 = b[11]
+                a1_12 = b[12]
+                a1_13 = b[13]
+                a1_14 = b[14]
+                a1_15 = b[15]
+                b = base[j + 2]
+                a2_0 = b[0]
+                a2_1 = b[1]
+                a2_2 = b[2]
+                a2_3 = b[3]
+                a2_4 = b[4]
+                a2_5 = b[5]
+                a2_6 = b[6]
+                a2_7 = b[7]
+                a2_8 = b[8]
+                a2_9 = b[9]
+                a2_10 = b[10]
+                a2_11 = b[11]
+                a2_12 = b[12]
+                a2_13 = b[13]
+                a2_14 = b[14]
+                a2_15 = b[15]
+                b = base[j + 3]
+                a3_0 = b[0]
+                a3_1 = b[1]
+                a3_2 = b[2]
+                a3_3 = b[3]
+                a3_4 = b[4]
+                a3_5 = b[5]
+                a3_6 = b[6]
+                a3_7 = b[7]
+                a3_8 = b[8]
+                a3_9 = b[9]
+                a3_10 = b[10]
+                a3_11 = b[11]
+                a3_12 = b[12]
+                a3_13 = b[13]
+                a3_14 = b[14]
+                a3_15 = b[15]
+                wr0 = wd[j + 0]
+                wr1 = wd[j + 1]
+                wr2 = wd[j + 2]
+                wr3 = wd[j + 3]
+                for i in range(nd):
+                    s = rows[offd + i]
+                    s0 = s[0]
+                    s1 = s[1]
+                    s2 = s[2]
+                    s3 = s[3]
+                    s4 = s[4]
+                    s5 = s[5]
+                    s6 = s[6]
+                    s7 = s[7]
+                    s8 = s[8]
+                    s9 = s[9]
+                    s10 = s[10]
+                    s11 = s[11]
+                    s12 = s[12]
+                    s13 = s[13]
+                    s14 = s[14]
+                    s15 = s[15]
+                    v = wr0[i]
+                    a0_0 += v * s0
+                    a0_1 += v * s1
+                    a0_2 += v * s2
+                    a0_3 += v * s3
+                    a0_4 += v * s4
+                    a0_5 += v * s5
+                    a0_6 += v * s6
+                    a0_7 += v * s7
+                    a0_8 += v * s8
+                    a0_9 += v * s9
+                    a0_10 += v * s10
+                    a0_11 += v * s11
+                    a0_12 += v * s12
+                    a0_13 += v * s13
+                    a0_14 += v * s14
+                    a0_15 += v * s15
+                    v = wr1[i]
+                    a1_0 += v * s0
+                    a1_1 += v * s1
+                    a1_2 += v * s2
+                    a1_3 += v * s3
+                    a1_4 += v * s4
+                    a1_5 += v * s5
+                    a1_6 += v * s6
+                    a1_7 += v * s7
+                    a1_8 += v * s8
+                    a1_9 += v * s9
+                    a1_10 += v * s10
+                    a1_11 += v * s11
+                    a1_12 += v * s12
+                    a1_13 += v * s13
+                    a1_14 += v * s14
+                    a1_15 += v * s15
+                    v = wr2[i]
+                    a2_0 += v * s0
+                    a2_1 += v * s1
+                    a2_2 += v * s2
+                    a2_3 += v * s3
+                    a2_4 += v * s4
+                    a2_5 += v * s5
+                    a2_6 += v * s6
+                    a2_7 += v * s7
+                    a2_8 += v * s8
+                    a2_9 += v * s9
+                    a2_10 += v * s10
+                    a2_11 += v * s11
+                    a2_12 += v * s12
+                    a2_13 += v * s13
+                    a2_14 += v * s14
+                    a2_15 += v * s15
+                    v = wr3[i]
+                    a3_0 += v * s0
+                    a3_1 += v * s1
+                    a3_2 += v * s2
+                    a3_3 += v * s3
+                    a3_4 += v * s4
+                    a3_5 += v * s5
+                    a3_6 += v * s6
+                    a3_7 += v * s7
+                    a3_8 += v * s8
+                    a3_9 += v * s9
+                    a3_10 += v * s10
+                    a3_11 += v * s11
+                    a3_12 += v * s12
+                    a3_13 += v * s13
+                    a3_14 += v * s14
+                    a3_15 += v * s15
+                wr0 = wu[j + 0]
+                wr1 = wu[j + 1]
+                wr2 = wu[j + 2]
+                wr3 = wu[j + 3]
+                for i in range(nu):
+                    s = rows[offu + i]
+                    s0 = s[0]
+                    s1 = s[1]
+                    s2 = s[2]
+                    s3 = s[3]
+                    s4 = s[4]
+                    s5 = s[5]
+                    s6 = s[6]
+                    s7 = s[7]
+                    s8 = s[8]
+                    s9 = s[9]
+                    s10 = s[10]
+                    s11 = s[11]
+                    s12 = s[12]
+                    s13 = s[13]
+                    s14 = s[14]
+                    s15 = s[15]
+                    v = wr0[i]
+                    a0_0 += v * s0
+                    a0_1 += v * s1
+                    a0_2 += v * s2
+                    a0_3 += v * s3
+                    a0_4 += v * s4
+                    a0_5 += v * s5
+                    a0_6 += v * s6
+                    a0_7 += v * s7
+                    a0_8 += v * s8
+                    a0_9 += v * s9
+                    a0_10 += v * s10
+                    a0_11 += v * s11
+                    a0_12 += v * s12
+                    a0_13 += v * s13
+                    a0_14 += v * s14
+                    a0_15 += v * s15
+                    v = wr1[i]
+                    a1_0 += v * s0
+                    a1_1 += v * s1
+                    a1_2 += v * s2
+                    a1_3 += v * s3
+                    a1_4 += v * s4
+                    a1_5 += v * s5
+                    a1_6 += v * s6
+                    a1_7 += v * s7
+                    a1_8 += v * s8
+                    a1_9 += v * s9
+                    a1_10 += v * s10
+                    a1_11 += v * s11
+                    a1_12 += v * s12
+                    a1_13 += v * s13
+                    a1_14 += v * s14
+                    a1_15 += v * s15
+                    v = wr2[i]
+                    a2_0 += v * s0
+                    a2_1 += v * s1
+                    a2_2 += v * s2
+                    a2_3 += v * s3
+                    a2_4 += v * s4
+                    a2_5 += v * s5
+                    a2_6 += v * s6
+                    a2_7 += v * s7
+                    a2_8 += v * s8
+                    a2_9 += v * s9
+                    a2_10 += v * s10
+                    a2_11 += v * s11
+                    a2_12 += v * s12
+                    a2_13 += v * s13
+                    a2_14 += v * s14
+                    a2_15 += v * s15
+                    v = wr3[i]
+                    a3_0 += v * s0
+                    a3_1 += v * s1
+                    a3_2 += v * s2
+                    a3_3 += v * s3
+                    a3_4 += v * s4
+                    a3_5 += v * s5
+                    a3_6 += v * s6
+                    a3_7 += v * s7
+                    a3_8 += v * s8
+                    a3_9 += v * s9
+                    a3_10 += v * s10
+                    a3_11 += v * s11
+                    a3_12 += v * s12
+                    a3_13 += v * s13
+                    a3_14 += v * s14
+                    a3_15 += v * s15
+                lj = lo[j + 0]
+                hj = hi[j + 0]
+                dj = den[j + 0]
+                a0_0 = a0_0 / dj
+                a0_1 = a0_1 / dj
+                a0_2 = a0_2 / dj
+                a0_3 = a0_3 / dj
+                a0_4 = a0_4 / dj
+                a0_5 = a0_5 / dj
+                a0_6 = a0_6 / dj
+                a0_7 = a0_7 / dj
+                a0_8 = a0_8 / dj
+                a0_9 = a0_9 / dj
+                a0_10 = a0_10 / dj
+                a0_11 = a0_11 / dj
+                a0_12 = a0_12 / dj
+                a0_13 = a0_13 / dj
+                a0_14 = a0_14 / dj
+                a0_15 = a0_15 / dj
+                row = rows[off + j + 0]
+                v = lj if a0_0 < lj else a0_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                d = abs(v - row[0])
+                r0 = r0 if (r0 >= d or r0 != r0) else d
+                row[0] = v
+                v = lj if a0_1 < lj else a0_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                d = abs(v - row[1])
+                r1 = r1 if (r1 >= d or r1 != r1) else d
+                row[1] = v
+                v = lj if a0_2 < lj else a0_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                d = abs(v - row[2])
+                r2 = r2 if (r2 >= d or r2 != r2) else d
+                row[2] = v
+                v = lj if a0_3 < lj else a0_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                d = abs(v - row[3])
+                r3 = r3 if (r3 >= d or r3 != r3) else d
+                row[3] = v
+                v = lj if a0_4 < lj else a0_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                d = abs(v - row[4])
+                r4 = r4 if (r4 >= d or r4 != r4) else d
+                row[4] = v
+                v = lj if a0_5 < lj else a0_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                d = abs(v - row[5])
+                r5 = r5 if (r5 >= d or r5 != r5) else d
+                row[5] = v
+                v = lj if a0_6 < lj else a0_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                d = abs(v - row[6])
+                r6 = r6 if (r6 >= d or r6 != r6) else d
+                row[6] = v
+                v = lj if a0_7 < lj else a0_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                d = abs(v - row[7])
+                r7 = r7 if (r7 >= d or r7 != r7) else d
+                row[7] = v
+                v = lj if a0_8 < lj else a0_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                d = abs(v - row[8])
+                r8 = r8 if (r8 >= d or r8 != r8) else d
+                row[8] = v
+                v = lj if a0_9 < lj else a0_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                d = abs(v - row[9])
+                r9 = r9 if (r9 >= d or r9 != r9) else d
+                row[9] = v
+                v = lj if a0_10 < lj else a0_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                d = abs(v - row[10])
+                r10 = r10 if (r10 >= d or r10 != r10) else d
+                row[10] = v
+                v = lj if a0_11 < lj else a0_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                d = abs(v - row[11])
+                r11 = r11 if (r11 >= d or r11 != r11) else d
+                row[11] = v
+                v = lj if a0_12 < lj else a0_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                d = abs(v - row[12])
+                r12 = r12 if (r12 >= d or r12 != r12) else d
+                row[12] = v
+                v = lj if a0_13 < lj else a0_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                d = abs(v - row[13])
+                r13 = r13 if (r13 >= d or r13 != r13) else d
+                row[13] = v
+                v = lj if a0_14 < lj else a0_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                d = abs(v - row[14])
+                r14 = r14 if (r14 >= d or r14 != r14) else d
+                row[14] = v
+                v = lj if a0_15 < lj else a0_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                d = abs(v - row[15])
+                r15 = r15 if (r15 >= d or r15 != r15) else d
+                row[15] = v
+                lj = lo[j + 1]
+                hj = hi[j + 1]
+                dj = den[j + 1]
+                a1_0 = a1_0 / dj
+                a1_1 = a1_1 / dj
+                a1_2 = a1_2 / dj
+                a1_3 = a1_3 / dj
+                a1_4 = a1_4 / dj
+                a1_5 = a1_5 / dj
+                a1_6 = a1_6 / dj
+                a1_7 = a1_7 / dj
+                a1_8 = a1_8 / dj
+                a1_9 = a1_9 / dj
+                a1_10 = a1_10 / dj
+                a1_11 = a1_11 / dj
+                a1_12 = a1_12 / dj
+                a1_13 = a1_13 / dj
+                a1_14 = a1_14 / dj
+                a1_15 = a1_15 / dj
+                row = rows[off + j + 1]
+                v = lj if a1_0 < lj else a1_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                d = abs(v - row[0])
+                r0 = r0 if (r0 >= d or r0 != r0) else d
+                row[0] = v
+                v = lj if a1_1 < lj else a1_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                d = abs(v - row[1])
+                r1 = r1 if (r1 >= d or r1 != r1) else d
+                row[1] = v
+                v = lj if a1_2 < lj else a1_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                d = abs(v - row[2])
+                r2 = r2 if (r2 >= d or r2 != r2) else d
+                row[2] = v
+                v = lj if a1_3 < lj else a1_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                d = abs(v - row[3])
+                r3 = r3 if (r3 >= d or r3 != r3) else d
+                row[3] = v
+                v = lj if a1_4 < lj else a1_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                d = abs(v - row[4])
+                r4 = r4 if (r4 >= d or r4 != r4) else d
+                row[4] = v
+                v = lj if a1_5 < lj else a1_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                d = abs(v - row[5])
+                r5 = r5 if (r5 >= d or r5 != r5) else d
+                row[5] = v
+                v = lj if a1_6 < lj else a1_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                d = abs(v - row[6])
+                r6 = r6 if (r6 >= d or r6 != r6) else d
+                row[6] = v
+                v = lj if a1_7 < lj else a1_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                d = abs(v - row[7])
+                r7 = r7 if (r7 >= d or r7 != r7) else d
+                row[7] = v
+                v = lj if a1_8 < lj else a1_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                d = abs(v - row[8])
+                r8 = r8 if (r8 >= d or r8 != r8) else d
+                row[8] = v
+                v = lj if a1_9 < lj else a1_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                d = abs(v - row[9])
+                r9 = r9 if (r9 >= d or r9 != r9) else d
+                row[9] = v
+                v = lj if a1_10 < lj else a1_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                d = abs(v - row[10])
+                r10 = r10 if (r10 >= d or r10 != r10) else d
+                row[10] = v
+                v = lj if a1_11 < lj else a1_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                d = abs(v - row[11])
+                r11 = r11 if (r11 >= d or r11 != r11) else d
+                row[11] = v
+                v = lj if a1_12 < lj else a1_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                d = abs(v - row[12])
+                r12 = r12 if (r12 >= d or r12 != r12) else d
+                row[12] = v
+                v = lj if a1_13 < lj else a1_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                d = abs(v - row[13])
+                r13 = r13 if (r13 >= d or r13 != r13) else d
+                row[13] = v
+                v = lj if a1_14 < lj else a1_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                d = abs(v - row[14])
+                r14 = r14 if (r14 >= d or r14 != r14) else d
+                row[14] = v
+                v = lj if a1_15 < lj else a1_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                d = abs(v - row[15])
+                r15 = r15 if (r15 >= d or r15 != r15) else d
+                row[15] = v
+                lj = lo[j + 2]
+                hj = hi[j + 2]
+                dj = den[j + 2]
+                a2_0 = a2_0 / dj
+                a2_1 = a2_1 / dj
+                a2_2 = a2_2 / dj
+                a2_3 = a2_3 / dj
+                a2_4 = a2_4 / dj
+                a2_5 = a2_5 / dj
+                a2_6 = a2_6 / dj
+                a2_7 = a2_7 / dj
+                a2_8 = a2_8 / dj
+                a2_9 = a2_9 / dj
+                a2_10 = a2_10 / dj
+                a2_11 = a2_11 / dj
+                a2_12 = a2_12 / dj
+                a2_13 = a2_13 / dj
+                a2_14 = a2_14 / dj
+                a2_15 = a2_15 / dj
+                row = rows[off + j + 2]
+                v = lj if a2_0 < lj else a2_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                d = abs(v - row[0])
+                r0 = r0 if (r0 >= d or r0 != r0) else d
+                row[0] = v
+                v = lj if a2_1 < lj else a2_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                d = abs(v - row[1])
+                r1 = r1 if (r1 >= d or r1 != r1) else d
+                row[1] = v
+                v = lj if a2_2 < lj else a2_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                d = abs(v - row[2])
+                r2 = r2 if (r2 >= d or r2 != r2) else d
+                row[2] = v
+                v = lj if a2_3 < lj else a2_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                d = abs(v - row[3])
+                r3 = r3 if (r3 >= d or r3 != r3) else d
+                row[3] = v
+                v = lj if a2_4 < lj else a2_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                d = abs(v - row[4])
+                r4 = r4 if (r4 >= d or r4 != r4) else d
+                row[4] = v
+                v = lj if a2_5 < lj else a2_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                d = abs(v - row[5])
+                r5 = r5 if (r5 >= d or r5 != r5) else d
+                row[5] = v
+                v = lj if a2_6 < lj else a2_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                d = abs(v - row[6])
+                r6 = r6 if (r6 >= d or r6 != r6) else d
+                row[6] = v
+                v = lj if a2_7 < lj else a2_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                d = abs(v - row[7])
+                r7 = r7 if (r7 >= d or r7 != r7) else d
+                row[7] = v
+                v = lj if a2_8 < lj else a2_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                d = abs(v - row[8])
+                r8 = r8 if (r8 >= d or r8 != r8) else d
+                row[8] = v
+                v = lj if a2_9 < lj else a2_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                d = abs(v - row[9])
+                r9 = r9 if (r9 >= d or r9 != r9) else d
+                row[9] = v
+                v = lj if a2_10 < lj else a2_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                d = abs(v - row[10])
+                r10 = r10 if (r10 >= d or r10 != r10) else d
+                row[10] = v
+                v = lj if a2_11 < lj else a2_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                d = abs(v - row[11])
+                r11 = r11 if (r11 >= d or r11 != r11) else d
+                row[11] = v
+                v = lj if a2_12 < lj else a2_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                d = abs(v - row[12])
+                r12 = r12 if (r12 >= d or r12 != r12) else d
+                row[12] = v
+                v = lj if a2_13 < lj else a2_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                d = abs(v - row[13])
+                r13 = r13 if (r13 >= d or r13 != r13) else d
+                row[13] = v
+                v = lj if a2_14 < lj else a2_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                d = abs(v - row[14])
+                r14 = r14 if (r14 >= d or r14 != r14) else d
+                row[14] = v
+                v = lj if a2_15 < lj else a2_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                d = abs(v - row[15])
+                r15 = r15 if (r15 >= d or r15 != r15) else d
+                row[15] = v
+                lj = lo[j + 3]
+                hj = hi[j + 3]
+                dj = den[j + 3]
+                a3_0 = a3_0 / dj
+                a3_1 = a3_1 / dj
+                a3_2 = a3_2 / dj
+                a3_3 = a3_3 / dj
+                a3_4 = a3_4 / dj
+                a3_5 = a3_5 / dj
+                a3_6 = a3_6 / dj
+                a3_7 = a3_7 / dj
+                a3_8 = a3_8 / dj
+                a3_9 = a3_9 / dj
+                a3_10 = a3_10 / dj
+                a3_11 = a3_11 / dj
+                a3_12 = a3_12 / dj
+                a3_13 = a3_13 / dj
+                a3_14 = a3_14 / dj
+                a3_15 = a3_15 / dj
+                row = rows[off + j + 3]
+                v = lj if a3_0 < lj else a3_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                d = abs(v - row[0])
+                r0 = r0 if (r0 >= d or r0 != r0) else d
+                row[0] = v
+                v = lj if a3_1 < lj else a3_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                d = abs(v - row[1])
+                r1 = r1 if (r1 >= d or r1 != r1) else d
+                row[1] = v
+                v = lj if a3_2 < lj else a3_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                d = abs(v - row[2])
+                r2 = r2 if (r2 >= d or r2 != r2) else d
+                row[2] = v
+                v = lj if a3_3 < lj else a3_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                d = abs(v - row[3])
+                r3 = r3 if (r3 >= d or r3 != r3) else d
+                row[3] = v
+                v = lj if a3_4 < lj else a3_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                d = abs(v - row[4])
+                r4 = r4 if (r4 >= d or r4 != r4) else d
+                row[4] = v
+                v = lj if a3_5 < lj else a3_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                d = abs(v - row[5])
+                r5 = r5 if (r5 >= d or r5 != r5) else d
+                row[5] = v
+                v = lj if a3_6 < lj else a3_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                d = abs(v - row[6])
+                r6 = r6 if (r6 >= d or r6 != r6) else d
+                row[6] = v
+                v = lj if a3_7 < lj else a3_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                d = abs(v - row[7])
+                r7 = r7 if (r7 >= d or r7 != r7) else d
+                row[7] = v
+                v = lj if a3_8 < lj else a3_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                d = abs(v - row[8])
+                r8 = r8 if (r8 >= d or r8 != r8) else d
+                row[8] = v
+                v = lj if a3_9 < lj else a3_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                d = abs(v - row[9])
+                r9 = r9 if (r9 >= d or r9 != r9) else d
+                row[9] = v
+                v = lj if a3_10 < lj else a3_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                d = abs(v - row[10])
+                r10 = r10 if (r10 >= d or r10 != r10) else d
+                row[10] = v
+                v = lj if a3_11 < lj else a3_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                d = abs(v - row[11])
+                r11 = r11 if (r11 >= d or r11 != r11) else d
+                row[11] = v
+                v = lj if a3_12 < lj else a3_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                d = abs(v - row[12])
+                r12 = r12 if (r12 >= d or r12 != r12) else d
+                row[12] = v
+                v = lj if a3_13 < lj else a3_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                d = abs(v - row[13])
+                r13 = r13 if (r13 >= d or r13 != r13) else d
+                row[13] = v
+                v = lj if a3_14 < lj else a3_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                d = abs(v - row[14])
+                r14 = r14 if (r14 >= d or r14 != r14) else d
+                row[14] = v
+                v = lj if a3_15 < lj else a3_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                d = abs(v - row[15])
+                r15 = r15 if (r15 >= d or r15 != r15) else d
+                row[15] = v
+                j += 4
+            while j + 1 <= n:
+                b = base[j + 0]
+                a0_0 = b[0]
+                a0_1 = b[1]
+                a0_2 = b[2]
+                a0_3 = b[3]
+                a0_4 = b[4]
+                a0_5 = b[5]
+                a0_6 = b[6]
+                a0_7 = b[7]
+                a0_8 = b[8]
+                a0_9 = b[9]
+                a0_10 = b[10]
+                a0_11 = b[11]
+                a0_12 = b[12]
+                a0_13 = b[13]
+                a0_14 = b[14]
+                a0_15 = b[15]
+                wr0 = wd[j + 0]
+                for i in range(nd):
+                    s = rows[offd + i]
+                    s0 = s[0]
+                    s1 = s[1]
+                    s2 = s[2]
+                    s3 = s[3]
+                    s4 = s[4]
+                    s5 = s[5]
+                    s6 = s[6]
+                    s7 = s[7]
+                    s8 = s[8]
+                    s9 = s[9]
+                    s10 = s[10]
+                    s11 = s[11]
+                    s12 = s[12]
+                    s13 = s[13]
+                    s14 = s[14]
+                    s15 = s[15]
+                    v = wr0[i]
+                    a0_0 += v * s0
+                    a0_1 += v * s1
+                    a0_2 += v * s2
+                    a0_3 += v * s3
+                    a0_4 += v * s4
+                    a0_5 += v * s5
+                    a0_6 += v * s6
+                    a0_7 += v * s7
+                    a0_8 += v * s8
+                    a0_9 += v * s9
+                    a0_10 += v * s10
+                    a0_11 += v * s11
+                    a0_12 += v * s12
+                    a0_13 += v * s13
+                    a0_14 += v * s14
+                    a0_15 += v * s15
+                wr0 = wu[j + 0]
+                for i in range(nu):
+                    s = rows[offu + i]
+                    s0 = s[0]
+                    s1 = s[1]
+                    s2 = s[2]
+                    s3 = s[3]
+                    s4 = s[4]
+                    s5 = s[5]
+                    s6 = s[6]
+                    s7 = s[7]
+                    s8 = s[8]
+                    s9 = s[9]
+                    s10 = s[10]
+                    s11 = s[11]
+                    s12 = s[12]
+                    s13 = s[13]
+                    s14 = s[14]
+                    s15 = s[15]
+                    v = wr0[i]
+                    a0_0 += v * s0
+                    a0_1 += v * s1
+                    a0_2 += v * s2
+                    a0_3 += v * s3
+                    a0_4 += v * s4
+                    a0_5 += v * s5
+                    a0_6 += v * s6
+                    a0_7 += v * s7
+                    a0_8 += v * s8
+                    a0_9 += v * s9
+                    a0_10 += v * s10
+                    a0_11 += v * s11
+                    a0_12 += v * s12
+                    a0_13 += v * s13
+                    a0_14 += v * s14
+                    a0_15 += v * s15
+                lj = lo[j + 0]
+                hj = hi[j + 0]
+                dj = den[j + 0]
+                a0_0 = a0_0 / dj
+                a0_1 = a0_1 / dj
+                a0_2 = a0_2 / dj
+                a0_3 = a0_3 / dj
+                a0_4 = a0_4 / dj
+                a0_5 = a0_5 / dj
+                a0_6 = a0_6 / dj
+                a0_7 = a0_7 / dj
+                a0_8 = a0_8 / dj
+                a0_9 = a0_9 / dj
+                a0_10 = a0_10 / dj
+                a0_11 = a0_11 / dj
+                a0_12 = a0_12 / dj
+                a0_13 = a0_13 / dj
+                a0_14 = a0_14 / dj
+                a0_15 = a0_15 / dj
+                row = rows[off + j + 0]
+                v = lj if a0_0 < lj else a0_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                d = abs(v - row[0])
+                r0 = r0 if (r0 >= d or r0 != r0) else d
+                row[0] = v
+                v = lj if a0_1 < lj else a0_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                d = abs(v - row[1])
+                r1 = r1 if (r1 >= d or r1 != r1) else d
+                row[1] = v
+                v = lj if a0_2 < lj else a0_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                d = abs(v - row[2])
+                r2 = r2 if (r2 >= d or r2 != r2) else d
+                row[2] = v
+                v = lj if a0_3 < lj else a0_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                d = abs(v - row[3])
+                r3 = r3 if (r3 >= d or r3 != r3) else d
+                row[3] = v
+                v = lj if a0_4 < lj else a0_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                d = abs(v - row[4])
+                r4 = r4 if (r4 >= d or r4 != r4) else d
+                row[4] = v
+                v = lj if a0_5 < lj else a0_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                d = abs(v - row[5])
+                r5 = r5 if (r5 >= d or r5 != r5) else d
+                row[5] = v
+                v = lj if a0_6 < lj else a0_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                d = abs(v - row[6])
+                r6 = r6 if (r6 >= d or r6 != r6) else d
+                row[6] = v
+                v = lj if a0_7 < lj else a0_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                d = abs(v - row[7])
+                r7 = r7 if (r7 >= d or r7 != r7) else d
+                row[7] = v
+                v = lj if a0_8 < lj else a0_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                d = abs(v - row[8])
+                r8 = r8 if (r8 >= d or r8 != r8) else d
+                row[8] = v
+                v = lj if a0_9 < lj else a0_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                d = abs(v - row[9])
+                r9 = r9 if (r9 >= d or r9 != r9) else d
+                row[9] = v
+                v = lj if a0_10 < lj else a0_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                d = abs(v - row[10])
+                r10 = r10 if (r10 >= d or r10 != r10) else d
+                row[10] = v
+                v = lj if a0_11 < lj else a0_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                d = abs(v - row[11])
+                r11 = r11 if (r11 >= d or r11 != r11) else d
+                row[11] = v
+                v = lj if a0_12 < lj else a0_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                d = abs(v - row[12])
+                r12 = r12 if (r12 >= d or r12 != r12) else d
+                row[12] = v
+                v = lj if a0_13 < lj else a0_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                d = abs(v - row[13])
+                r13 = r13 if (r13 >= d or r13 != r13) else d
+                row[13] = v
+                v = lj if a0_14 < lj else a0_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                d = abs(v - row[14])
+                r14 = r14 if (r14 >= d or r14 != r14) else d
+                row[14] = v
+                v = lj if a0_15 < lj else a0_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                d = abs(v - row[15])
+                r15 = r15 if (r15 >= d or r15 != r15) else d
+                row[15] = v
+                j += 1
+        else:
+            j = 0
+            while j + 4 <= n:
+                b = base[j + 0]
+                a0_0 = b[0]
+                a0_1 = b[1]
+                a0_2 = b[2]
+                a0_3 = b[3]
+                a0_4 = b[4]
+                a0_5 = b[5]
+                a0_6 = b[6]
+                a0_7 = b[7]
+                a0_8 = b[8]
+                a0_9 = b[9]
+                a0_10 = b[10]
+                a0_11 = b[11]
+                a0_12 = b[12]
+                a0_13 = b[13]
+                a0_14 = b[14]
+                a0_15 = b[15]
+                b = base[j + 1]
+                a1_0 = b[0]
+                a1_1 = b[1]
+                a1_2 = b[2]
+                a1_3 = b[3]
+                a1_4 = b[4]
+                a1_5 = b[5]
+                a1_6 = b[6]
+                a1_7 = b[7]
+                a1_8 = b[8]
+                a1_9 = b[9]
+                a1_10 = b[10]
+                a1_11 = b[11]
+                a1_12 = b[12]
+                a1_13 = b[13]
+                a1_14 = b[14]
+                a1_15 = b[15]
+                b = base[j + 2]
+                a2_0 = b[0]
+                a2_1 = b[1]
+                a2_2 = b[2]
+                a2_3 = b[3]
+                a2_4 = b[4]
+                a2_5 = b[5]
+                a2_6 = b[6]
+                a2_7 = b[7]
+                a2_8 = b[8]
+                a2_9 = b[9]
+                a2_10 = b[10]
+                a2_11 = b[11]
+                a2_12 = b[12]
+                a2_13 = b[13]
+                a2_14 = b[14]
+                a2_15 = b[15]
+                b = base[j + 3]
+                a3_0 = b[0]
+                a3_1 = b[1]
+                a3_2 = b[2]
+                a3_3 = b[3]
+                a3_4 = b[4]
+                a3_5 = b[5]
+                a3_6 = b[6]
+                a3_7 = b[7]
+                a3_8 = b[8]
+                a3_9 = b[9]
+                a3_10 = b[10]
+                a3_11 = b[11]
+                a3_12 = b[12]
+                a3_13 = b[13]
+                a3_14 = b[14]
+                a3_15 = b[15]
+                wr0 = wd[j + 0]
+                wr1 = wd[j + 1]
+                wr2 = wd[j + 2]
+                wr3 = wd[j + 3]
+                for i in range(nd):
+                    s = rows[offd + i]
+                    s0 = s[0]
+                    s1 = s[1]
+                    s2 = s[2]
+                    s3 = s[3]
+                    s4 = s[4]
+                    s5 = s[5]
+                    s6 = s[6]
+                    s7 = s[7]
+                    s8 = s[8]
+                    s9 = s[9]
+                    s10 = s[10]
+                    s11 = s[11]
+                    s12 = s[12]
+                    s13 = s[13]
+                    s14 = s[14]
+                    s15 = s[15]
+                    v = wr0[i]
+                    a0_0 += v * s0
+                    a0_1 += v * s1
+                    a0_2 += v * s2
+                    a0_3 += v * s3
+                    a0_4 += v * s4
+                    a0_5 += v * s5
+                    a0_6 += v * s6
+                    a0_7 += v * s7
+                    a0_8 += v * s8
+                    a0_9 += v * s9
+                    a0_10 += v * s10
+                    a0_11 += v * s11
+                    a0_12 += v * s12
+                    a0_13 += v * s13
+                    a0_14 += v * s14
+                    a0_15 += v * s15
+                    v = wr1[i]
+                    a1_0 += v * s0
+                    a1_1 += v * s1
+                    a1_2 += v * s2
+                    a1_3 += v * s3
+                    a1_4 += v * s4
+                    a1_5 += v * s5
+                    a1_6 += v * s6
+                    a1_7 += v * s7
+                    a1_8 += v * s8
+                    a1_9 += v * s9
+                    a1_10 += v * s10
+                    a1_11 += v * s11
+                    a1_12 += v * s12
+                    a1_13 += v * s13
+                    a1_14 += v * s14
+                    a1_15 += v * s15
+                    v = wr2[i]
+                    a2_0 += v * s0
+                    a2_1 += v * s1
+                    a2_2 += v * s2
+                    a2_3 += v * s3
+                    a2_4 += v * s4
+                    a2_5 += v * s5
+                    a2_6 += v * s6
+                    a2_7 += v * s7
+                    a2_8 += v * s8
+                    a2_9 += v * s9
+                    a2_10 += v * s10
+                    a2_11 += v * s11
+                    a2_12 += v * s12
+                    a2_13 += v * s13
+                    a2_14 += v * s14
+                    a2_15 += v * s15
+                    v = wr3[i]
+                    a3_0 += v * s0
+                    a3_1 += v * s1
+                    a3_2 += v * s2
+                    a3_3 += v * s3
+                    a3_4 += v * s4
+                    a3_5 += v * s5
+                    a3_6 += v * s6
+                    a3_7 += v * s7
+                    a3_8 += v * s8
+                    a3_9 += v * s9
+                    a3_10 += v * s10
+                    a3_11 += v * s11
+                    a3_12 += v * s12
+                    a3_13 += v * s13
+                    a3_14 += v * s14
+                    a3_15 += v * s15
+                wr0 = wu[j + 0]
+                wr1 = wu[j + 1]
+                wr2 = wu[j + 2]
+                wr3 = wu[j + 3]
+                for i in range(nu):
+                    s = rows[offu + i]
+                    s0 = s[0]
+                    s1 = s[1]
+                    s2 = s[2]
+                    s3 = s[3]
+                    s4 = s[4]
+                    s5 = s[5]
+                    s6 = s[6]
+                    s7 = s[7]
+                    s8 = s[8]
+                    s9 = s[9]
+                    s10 = s[10]
+                    s11 = s[11]
+                    s12 = s[12]
+                    s13 = s[13]
+                    s14 = s[14]
+                    s15 = s[15]
+                    v = wr0[i]
+                    a0_0 += v * s0
+                    a0_1 += v * s1
+                    a0_2 += v * s2
+                    a0_3 += v * s3
+                    a0_4 += v * s4
+                    a0_5 += v * s5
+                    a0_6 += v * s6
+                    a0_7 += v * s7
+                    a0_8 += v * s8
+                    a0_9 += v * s9
+                    a0_10 += v * s10
+                    a0_11 += v * s11
+                    a0_12 += v * s12
+                    a0_13 += v * s13
+                    a0_14 += v * s14
+                    a0_15 += v * s15
+                    v = wr1[i]
+                    a1_0 += v * s0
+                    a1_1 += v * s1
+                    a1_2 += v * s2
+                    a1_3 += v * s3
+                    a1_4 += v * s4
+                    a1_5 += v * s5
+                    a1_6 += v * s6
+                    a1_7 += v * s7
+                    a1_8 += v * s8
+                    a1_9 += v * s9
+                    a1_10 += v * s10
+                    a1_11 += v * s11
+                    a1_12 += v * s12
+                    a1_13 += v * s13
+                    a1_14 += v * s14
+                    a1_15 += v * s15
+                    v = wr2[i]
+                    a2_0 += v * s0
+                    a2_1 += v * s1
+                    a2_2 += v * s2
+                    a2_3 += v * s3
+                    a2_4 += v * s4
+                    a2_5 += v * s5
+                    a2_6 += v * s6
+                    a2_7 += v * s7
+                    a2_8 += v * s8
+                    a2_9 += v * s9
+                    a2_10 += v * s10
+                    a2_11 += v * s11
+                    a2_12 += v * s12
+                    a2_13 += v * s13
+                    a2_14 += v * s14
+                    a2_15 += v * s15
+                    v = wr3[i]
+                    a3_0 += v * s0
+                    a3_1 += v * s1
+                    a3_2 += v * s2
+                    a3_3 += v * s3
+                    a3_4 += v * s4
+                    a3_5 += v * s5
+                    a3_6 += v * s6
+                    a3_7 += v * s7
+                    a3_8 += v * s8
+                    a3_9 += v * s9
+                    a3_10 += v * s10
+                    a3_11 += v * s11
+                    a3_12 += v * s12
+                    a3_13 += v * s13
+                    a3_14 += v * s14
+                    a3_15 += v * s15
+                lj = lo[j + 0]
+                hj = hi[j + 0]
+                row = rows[off + j + 0]
+                v = lj if a0_0 < lj else a0_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                d = abs(v - row[0])
+                r0 = r0 if (r0 >= d or r0 != r0) else d
+                row[0] = v
+                v = lj if a0_1 < lj else a0_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                d = abs(v - row[1])
+                r1 = r1 if (r1 >= d or r1 != r1) else d
+                row[1] = v
+                v = lj if a0_2 < lj else a0_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                d = abs(v - row[2])
+                r2 = r2 if (r2 >= d or r2 != r2) else d
+                row[2] = v
+                v = lj if a0_3 < lj else a0_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                d = abs(v - row[3])
+                r3 = r3 if (r3 >= d or r3 != r3) else d
+                row[3] = v
+                v = lj if a0_4 < lj else a0_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                d = abs(v - row[4])
+                r4 = r4 if (r4 >= d or r4 != r4) else d
+                row[4] = v
+                v = lj if a0_5 < lj else a0_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                d = abs(v - row[5])
+                r5 = r5 if (r5 >= d or r5 != r5) else d
+                row[5] = v
+                v = lj if a0_6 < lj else a0_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                d = abs(v - row[6])
+                r6 = r6 if (r6 >= d or r6 != r6) else d
+                row[6] = v
+                v = lj if a0_7 < lj else a0_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                d = abs(v - row[7])
+                r7 = r7 if (r7 >= d or r7 != r7) else d
+                row[7] = v
+                v = lj if a0_8 < lj else a0_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                d = abs(v - row[8])
+                r8 = r8 if (r8 >= d or r8 != r8) else d
+                row[8] = v
+                v = lj if a0_9 < lj else a0_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                d = abs(v - row[9])
+                r9 = r9 if (r9 >= d or r9 != r9) else d
+                row[9] = v
+                v = lj if a0_10 < lj else a0_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                d = abs(v - row[10])
+                r10 = r10 if (r10 >= d or r10 != r10) else d
+                row[10] = v
+                v = lj if a0_11 < lj else a0_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                d = abs(v - row[11])
+                r11 = r11 if (r11 >= d or r11 != r11) else d
+                row[11] = v
+                v = lj if a0_12 < lj else a0_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                d = abs(v - row[12])
+                r12 = r12 if (r12 >= d or r12 != r12) else d
+                row[12] = v
+                v = lj if a0_13 < lj else a0_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                d = abs(v - row[13])
+                r13 = r13 if (r13 >= d or r13 != r13) else d
+                row[13] = v
+                v = lj if a0_14 < lj else a0_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                d = abs(v - row[14])
+                r14 = r14 if (r14 >= d or r14 != r14) else d
+                row[14] = v
+                v = lj if a0_15 < lj else a0_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                d = abs(v - row[15])
+                r15 = r15 if (r15 >= d or r15 != r15) else d
+                row[15] = v
+                lj = lo[j + 1]
+                hj = hi[j + 1]
+                row = rows[off + j + 1]
+                v = lj if a1_0 < lj else a1_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                d = abs(v - row[0])
+                r0 = r0 if (r0 >= d or r0 != r0) else d
+                row[0] = v
+                v = lj if a1_1 < lj else a1_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                d = abs(v - row[1])
+                r1 = r1 if (r1 >= d or r1 != r1) else d
+                row[1] = v
+                v = lj if a1_2 < lj else a1_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                d = abs(v - row[2])
+                r2 = r2 if (r2 >= d or r2 != r2) else d
+                row[2] = v
+                v = lj if a1_3 < lj else a1_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                d = abs(v - row[3])
+                r3 = r3 if (r3 >= d or r3 != r3) else d
+                row[3] = v
+                v = lj if a1_4 < lj else a1_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                d = abs(v - row[4])
+                r4 = r4 if (r4 >= d or r4 != r4) else d
+                row[4] = v
+                v = lj if a1_5 < lj else a1_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                d = abs(v - row[5])
+                r5 = r5 if (r5 >= d or r5 != r5) else d
+                row[5] = v
+                v = lj if a1_6 < lj else a1_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                d = abs(v - row[6])
+                r6 = r6 if (r6 >= d or r6 != r6) else d
+                row[6] = v
+                v = lj if a1_7 < lj else a1_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                d = abs(v - row[7])
+                r7 = r7 if (r7 >= d or r7 != r7) else d
+                row[7] = v
+                v = lj if a1_8 < lj else a1_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                d = abs(v - row[8])
+                r8 = r8 if (r8 >= d or r8 != r8) else d
+                row[8] = v
+                v = lj if a1_9 < lj else a1_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                d = abs(v - row[9])
+                r9 = r9 if (r9 >= d or r9 != r9) else d
+                row[9] = v
+                v = lj if a1_10 < lj else a1_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                d = abs(v - row[10])
+                r10 = r10 if (r10 >= d or r10 != r10) else d
+                row[10] = v
+                v = lj if a1_11 < lj else a1_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                d = abs(v - row[11])
+                r11 = r11 if (r11 >= d or r11 != r11) else d
+                row[11] = v
+                v = lj if a1_12 < lj else a1_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                d = abs(v - row[12])
+                r12 = r12 if (r12 >= d or r12 != r12) else d
+                row[12] = v
+                v = lj if a1_13 < lj else a1_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                d = abs(v - row[13])
+                r13 = r13 if (r13 >= d or r13 != r13) else d
+                row[13] = v
+                v = lj if a1_14 < lj else a1_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                d = abs(v - row[14])
+                r14 = r14 if (r14 >= d or r14 != r14) else d
+                row[14] = v
+                v = lj if a1_15 < lj else a1_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                d = abs(v - row[15])
+                r15 = r15 if (r15 >= d or r15 != r15) else d
+                row[15] = v
+                lj = lo[j + 2]
+                hj = hi[j + 2]
+                row = rows[off + j + 2]
+                v = lj if a2_0 < lj else a2_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                d = abs(v - row[0])
+                r0 = r0 if (r0 >= d or r0 != r0) else d
+                row[0] = v
+                v = lj if a2_1 < lj else a2_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                d = abs(v - row[1])
+                r1 = r1 if (r1 >= d or r1 != r1) else d
+                row[1] = v
+                v = lj if a2_2 < lj else a2_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                d = abs(v - row[2])
+                r2 = r2 if (r2 >= d or r2 != r2) else d
+                row[2] = v
+                v = lj if a2_3 < lj else a2_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                d = abs(v - row[3])
+                r3 = r3 if (r3 >= d or r3 != r3) else d
+                row[3] = v
+                v = lj if a2_4 < lj else a2_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                d = abs(v - row[4])
+                r4 = r4 if (r4 >= d or r4 != r4) else d
+                row[4] = v
+                v = lj if a2_5 < lj else a2_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                d = abs(v - row[5])
+                r5 = r5 if (r5 >= d or r5 != r5) else d
+                row[5] = v
+                v = lj if a2_6 < lj else a2_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                d = abs(v - row[6])
+                r6 = r6 if (r6 >= d or r6 != r6) else d
+                row[6] = v
+                v = lj if a2_7 < lj else a2_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                d = abs(v - row[7])
+                r7 = r7 if (r7 >= d or r7 != r7) else d
+                row[7] = v
+                v = lj if a2_8 < lj else a2_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                d = abs(v - row[8])
+                r8 = r8 if (r8 >= d or r8 != r8) else d
+                row[8] = v
+                v = lj if a2_9 < lj else a2_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                d = abs(v - row[9])
+                r9 = r9 if (r9 >= d or r9 != r9) else d
+                row[9] = v
+                v = lj if a2_10 < lj else a2_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                d = abs(v - row[10])
+                r10 = r10 if (r10 >= d or r10 != r10) else d
+                row[10] = v
+                v = lj if a2_11 < lj else a2_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                d = abs(v - row[11])
+                r11 = r11 if (r11 >= d or r11 != r11) else d
+                row[11] = v
+                v = lj if a2_12 < lj else a2_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                d = abs(v - row[12])
+                r12 = r12 if (r12 >= d or r12 != r12) else d
+                row[12] = v
+                v = lj if a2_13 < lj else a2_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                d = abs(v - row[13])
+                r13 = r13 if (r13 >= d or r13 != r13) else d
+                row[13] = v
+                v = lj if a2_14 < lj else a2_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                d = abs(v - row[14])
+                r14 = r14 if (r14 >= d or r14 != r14) else d
+                row[14] = v
+                v = lj if a2_15 < lj else a2_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                d = abs(v - row[15])
+                r15 = r15 if (r15 >= d or r15 != r15) else d
+                row[15] = v
+                lj = lo[j + 3]
+                hj = hi[j + 3]
+                row = rows[off + j + 3]
+                v = lj if a3_0 < lj else a3_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                d = abs(v - row[0])
+                r0 = r0 if (r0 >= d or r0 != r0) else d
+                row[0] = v
+                v = lj if a3_1 < lj else a3_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                d = abs(v - row[1])
+                r1 = r1 if (r1 >= d or r1 != r1) else d
+                row[1] = v
+                v = lj if a3_2 < lj else a3_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                d = abs(v - row[2])
+                r2 = r2 if (r2 >= d or r2 != r2) else d
+                row[2] = v
+                v = lj if a3_3 < lj else a3_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                d = abs(v - row[3])
+                r3 = r3 if (r3 >= d or r3 != r3) else d
+                row[3] = v
+                v = lj if a3_4 < lj else a3_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                d = abs(v - row[4])
+                r4 = r4 if (r4 >= d or r4 != r4) else d
+                row[4] = v
+                v = lj if a3_5 < lj else a3_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                d = abs(v - row[5])
+                r5 = r5 if (r5 >= d or r5 != r5) else d
+                row[5] = v
+                v = lj if a3_6 < lj else a3_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                d = abs(v - row[6])
+                r6 = r6 if (r6 >= d or r6 != r6) else d
+                row[6] = v
+                v = lj if a3_7 < lj else a3_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                d = abs(v - row[7])
+                r7 = r7 if (r7 >= d or r7 != r7) else d
+                row[7] = v
+                v = lj if a3_8 < lj else a3_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                d = abs(v - row[8])
+                r8 = r8 if (r8 >= d or r8 != r8) else d
+                row[8] = v
+                v = lj if a3_9 < lj else a3_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                d = abs(v - row[9])
+                r9 = r9 if (r9 >= d or r9 != r9) else d
+                row[9] = v
+                v = lj if a3_10 < lj else a3_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                d = abs(v - row[10])
+                r10 = r10 if (r10 >= d or r10 != r10) else d
+                row[10] = v
+                v = lj if a3_11 < lj else a3_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                d = abs(v - row[11])
+                r11 = r11 if (r11 >= d or r11 != r11) else d
+                row[11] = v
+                v = lj if a3_12 < lj else a3_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                d = abs(v - row[12])
+                r12 = r12 if (r12 >= d or r12 != r12) else d
+                row[12] = v
+                v = lj if a3_13 < lj else a3_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                d = abs(v - row[13])
+                r13 = r13 if (r13 >= d or r13 != r13) else d
+                row[13] = v
+                v = lj if a3_14 < lj else a3_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                d = abs(v - row[14])
+                r14 = r14 if (r14 >= d or r14 != r14) else d
+                row[14] = v
+                v = lj if a3_15 < lj else a3_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                d = abs(v - row[15])
+                r15 = r15 if (r15 >= d or r15 != r15) else d
+                row[15] = v
+                j += 4
+            while j + 1 <= n:
+                b = base[j + 0]
+                a0_0 = b[0]
+                a0_1 = b[1]
+                a0_2 = b[2]
+                a0_3 = b[3]
+                a0_4 = b[4]
+                a0_5 = b[5]
+                a0_6 = b[6]
+                a0_7 = b[7]
+                a0_8 = b[8]
+                a0_9 = b[9]
+                a0_10 = b[10]
+                a0_11 = b[11]
+                a0_12 = b[12]
+                a0_13 = b[13]
+                a0_14 = b[14]
+                a0_15 = b[15]
+                wr0 = wd[j + 0]
+                for i in range(nd):
+                    s = rows[offd + i]
+                    s0 = s[0]
+                    s1 = s[1]
+                    s2 = s[2]
+                    s3 = s[3]
+                    s4 = s[4]
+                    s5 = s[5]
+                    s6 = s[6]
+                    s7 = s[7]
+                    s8 = s[8]
+                    s9 = s[9]
+                    s10 = s[10]
+                    s11 = s[11]
+                    s12 = s[12]
+                    s13 = s[13]
+                    s14 = s[14]
+                    s15 = s[15]
+                    v = wr0[i]
+                    a0_0 += v * s0
+                    a0_1 += v * s1
+                    a0_2 += v * s2
+                    a0_3 += v * s3
+                    a0_4 += v * s4
+                    a0_5 += v * s5
+                    a0_6 += v * s6
+                    a0_7 += v * s7
+                    a0_8 += v * s8
+                    a0_9 += v * s9
+                    a0_10 += v * s10
+                    a0_11 += v * s11
+                    a0_12 += v * s12
+                    a0_13 += v * s13
+                    a0_14 += v * s14
+                    a0_15 += v * s15
+                wr0 = wu[j + 0]
+                for i in range(nu):
+                    s = rows[offu + i]
+                    s0 = s[0]
+                    s1 = s[1]
+                    s2 = s[2]
+                    s3 = s[3]
+                    s4 = s[4]
+                    s5 = s[5]
+                    s6 = s[6]
+                    s7 = s[7]
+                    s8 = s[8]
+                    s9 = s[9]
+                    s10 = s[10]
+                    s11 = s[11]
+                    s12 = s[12]
+                    s13 = s[13]
+                    s14 = s[14]
+                    s15 = s[15]
+                    v = wr0[i]
+                    a0_0 += v * s0
+                    a0_1 += v * s1
+                    a0_2 += v * s2
+                    a0_3 += v * s3
+                    a0_4 += v * s4
+                    a0_5 += v * s5
+                    a0_6 += v * s6
+                    a0_7 += v * s7
+                    a0_8 += v * s8
+                    a0_9 += v * s9
+                    a0_10 += v * s10
+                    a0_11 += v * s11
+                    a0_12 += v * s12
+                    a0_13 += v * s13
+                    a0_14 += v * s14
+                    a0_15 += v * s15
+                lj = lo[j + 0]
+                hj = hi[j + 0]
+                row = rows[off + j + 0]
+                v = lj if a0_0 < lj else a0_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                d = abs(v - row[0])
+                r0 = r0 if (r0 >= d or r0 != r0) else d
+                row[0] = v
+                v = lj if a0_1 < lj else a0_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                d = abs(v - row[1])
+                r1 = r1 if (r1 >= d or r1 != r1) else d
+                row[1] = v
+                v = lj if a0_2 < lj else a0_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                d = abs(v - row[2])
+                r2 = r2 if (r2 >= d or r2 != r2) else d
+                row[2] = v
+                v = lj if a0_3 < lj else a0_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                d = abs(v - row[3])
+                r3 = r3 if (r3 >= d or r3 != r3) else d
+                row[3] = v
+                v = lj if a0_4 < lj else a0_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                d = abs(v - row[4])
+                r4 = r4 if (r4 >= d or r4 != r4) else d
+                row[4] = v
+                v = lj if a0_5 < lj else a0_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                d = abs(v - row[5])
+                r5 = r5 if (r5 >= d or r5 != r5) else d
+                row[5] = v
+                v = lj if a0_6 < lj else a0_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                d = abs(v - row[6])
+                r6 = r6 if (r6 >= d or r6 != r6) else d
+                row[6] = v
+                v = lj if a0_7 < lj else a0_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                d = abs(v - row[7])
+                r7 = r7 if (r7 >= d or r7 != r7) else d
+                row[7] = v
+                v = lj if a0_8 < lj else a0_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                d = abs(v - row[8])
+                r8 = r8 if (r8 >= d or r8 != r8) else d
+                row[8] = v
+                v = lj if a0_9 < lj else a0_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                d = abs(v - row[9])
+                r9 = r9 if (r9 >= d or r9 != r9) else d
+                row[9] = v
+                v = lj if a0_10 < lj else a0_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                d = abs(v - row[10])
+                r10 = r10 if (r10 >= d or r10 != r10) else d
+                row[10] = v
+                v = lj if a0_11 < lj else a0_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                d = abs(v - row[11])
+                r11 = r11 if (r11 >= d or r11 != r11) else d
+                row[11] = v
+                v = lj if a0_12 < lj else a0_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                d = abs(v - row[12])
+                r12 = r12 if (r12 >= d or r12 != r12) else d
+                row[12] = v
+                v = lj if a0_13 < lj else a0_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                d = abs(v - row[13])
+                r13 = r13 if (r13 >= d or r13 != r13) else d
+                row[13] = v
+                v = lj if a0_14 < lj else a0_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                d = abs(v - row[14])
+                r14 = r14 if (r14 >= d or r14 != r14) else d
+                row[14] = v
+                v = lj if a0_15 < lj else a0_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                d = abs(v - row[15])
+                r15 = r15 if (r15 >= d or r15 != r15) else d
+                row[15] = v
+                j += 1
     else:
-        j = 0
-        while j + 4 <= n:
-            b = base[j + 0]
-            a0_0 = b[0]
-            a0_1 = b[1]
-            a0_2 = b[2]
-            a0_3 = b[3]
-            a0_4 = b[4]
-            a0_5 = b[5]
-            a0_6 = b[6]
-            a0_7 = b[7]
-            a0_8 = b[8]
-            a0_9 = b[9]
-            a0_10 = b[10]
-            a0_11 = b[11]
-            a0_12 = b[12]
-            a0_13 = b[13]
-            a0_14 = b[14]
-            a0_15 = b[15]
-            b = base[j + 1]
-            a1_0 = b[0]
-            a1_1 = b[1]
-            a1_2 = b[2]
-            a1_3 = b[3]
-            a1_4 = b[4]
-            a1_5 = b[5]
-            a1_6 = b[6]
-            a1_7 = b[7]
-            a1_8 = b[8]
-            a1_9 = b[9]
-            a1_10 = b[10]
-            a1_11 = b[11]
-            a1_12 = b[12]
-            a1_13 = b[13]
-            a1_14 = b[14]
-            a1_15 = b[15]
-            b = base[j + 2]
-            a2_0 = b[0]
-            a2_1 = b[1]
-            a2_2 = b[2]
-            a2_3 = b[3]
-            a2_4 = b[4]
-            a2_5 = b[5]
-            a2_6 = b[6]
-            a2_7 = b[7]
-            a2_8 = b[8]
-            a2_9 = b[9]
-            a2_10 = b[10]
-            a2_11 = b[11]
-            a2_12 = b[12]
-            a2_13 = b[13]
-            a2_14 = b[14]
-            a2_15 = b[15]
-            b = base[j + 3]
-            a3_0 = b[0]
-            a3_1 = b[1]
-            a3_2 = b[2]
-            a3_3 = b[3]
-            a3_4 = b[4]
-            a3_5 = b[5]
-            a3_6 = b[6]
-            a3_7 = b[7]
-            a3_8 = b[8]
-            a3_9 = b[9]
-            a3_10 = b[10]
-            a3_11 = b[11]
-            a3_12 = b[12]
-            a3_13 = b[13]
-            a3_14 = b[14]
-            a3_15 = b[15]
-            wr0 = wd[j + 0]
-            wr1 = wd[j + 1]
-            wr2 = wd[j + 2]
-            wr3 = wd[j + 3]
-            for i in range(nd):
-                s = rows[offd + i]
-                s0 = s[0]
-                s1 = s[1]
-                s2 = s[2]
-                s3 = s[3]
-                s4 = s[4]
-                s5 = s[5]
-                s6 = s[6]
-                s7 = s[7]
-                s8 = s[8]
-                s9 = s[9]
-                s10 = s[10]
-                s11 = s[11]
-                s12 = s[12]
-                s13 = s[13]
-                s14 = s[14]
-                s15 = s[15]
-                v = wr0[i]
-                a0_0 += v * s0
-                a0_1 += v * s1
-                a0_2 += v * s2
-                a0_3 += v * s3
-                a0_4 += v * s4
-                a0_5 += v * s5
-                a0_6 += v * s6
-                a0_7 += v * s7
-                a0_8 += v * s8
-                a0_9 += v * s9
-                a0_10 += v * s10
-                a0_11 += v * s11
-                a0_12 += v * s12
-                a0_13 += v * s13
-                a0_14 += v * s14
-                a0_15 += v * s15
-                v = wr1[i]
-                a1_0 += v * s0
-                a1_1 += v * s1
-                a1_2 += v * s2
-                a1_3 += v * s3
-                a1_4 += v * s4
-                a1_5 += v * s5
-                a1_6 += v * s6
-                a1_7 += v * s7
-                a1_8 += v * s8
-                a1_9 += v * s9
-                a1_10 += v * s10
-                a1_11 += v * s11
-                a1_12 += v * s12
-                a1_13 += v * s13
-                a1_14 += v * s14
-                a1_15 += v * s15
-                v = wr2[i]
-                a2_0 += v * s0
-                a2_1 += v * s1
-                a2_2 += v * s2
-                a2_3 += v * s3
-                a2_4 += v * s4
-                a2_5 += v * s5
-                a2_6 += v * s6
-                a2_7 += v * s7
-                a2_8 += v * s8
-                a2_9 += v * s9
-                a2_10 += v * s10
-                a2_11 += v * s11
-                a2_12 += v * s12
-                a2_13 += v * s13
-                a2_14 += v * s14
-                a2_15 += v * s15
-                v = wr3[i]
-                a3_0 += v * s0
-                a3_1 += v * s1
-                a3_2 += v * s2
-                a3_3 += v * s3
-                a3_4 += v * s4
-                a3_5 += v * s5
-                a3_6 += v * s6
-                a3_7 += v * s7
-                a3_8 += v * s8
-                a3_9 += v * s9
-                a3_10 += v * s10
-                a3_11 += v * s11
-                a3_12 += v * s12
-                a3_13 += v * s13
-                a3_14 += v * s14
-                a3_15 += v * s15
-            wr0 = wu[j + 0]
-            wr1 = wu[j + 1]
-            wr2 = wu[j + 2]
-            wr3 = wu[j + 3]
-            for i in range(nu):
-                s = rows[offu + i]
-                s0 = s[0]
-                s1 = s[1]
-                s2 = s[2]
-                s3 = s[3]
-                s4 = s[4]
-                s5 = s[5]
-                s6 = s[6]
-                s7 = s[7]
-                s8 = s[8]
-                s9 = s[9]
-                s10 = s[10]
-                s11 = s[11]
-                s12 = s[12]
-                s13 = s[13]
-                s14 = s[14]
-                s15 = s[15]
-                v = wr0[i]
-                a0_0 += v * s0
-                a0_1 += v * s1
-                a0_2 += v * s2
-                a0_3 += v * s3
-                a0_4 += v * s4
-                a0_5 += v * s5
-                a0_6 += v * s6
-                a0_7 += v * s7
-                a0_8 += v * s8
-                a0_9 += v * s9
-                a0_10 += v * s10
-                a0_11 += v * s11
-                a0_12 += v * s12
-                a0_13 += v * s13
-                a0_14 += v * s14
-                a0_15 += v * s15
-                v = wr1[i]
-                a1_0 += v * s0
-                a1_1 += v * s1
-                a1_2 += v * s2
-                a1_3 += v * s3
-                a1_4 += v * s4
-                a1_5 += v * s5
-                a1_6 += v * s6
-                a1_7 += v * s7
-                a1_8 += v * s8
-                a1_9 += v * s9
-                a1_10 += v * s10
-                a1_11 += v * s11
-                a1_12 += v * s12
-                a1_13 += v * s13
-                a1_14 += v * s14
-                a1_15 += v * s15
-                v = wr2[i]
-                a2_0 += v * s0
-                a2_1 += v * s1
-                a2_2 += v * s2
-                a2_3 += v * s3
-                a2_4 += v * s4
-                a2_5 += v * s5
-                a2_6 += v * s6
-                a2_7 += v * s7
-                a2_8 += v * s8
-                a2_9 += v * s9
-                a2_10 += v * s10
-                a2_11 += v * s11
-                a2_12 += v * s12
-                a2_13 += v * s13
-                a2_14 += v * s14
-                a2_15 += v * s15
-                v = wr3[i]
-                a3_0 += v * s0
-                a3_1 += v * s1
-                a3_2 += v * s2
-                a3_3 += v * s3
-                a3_4 += v * s4
-                a3_5 += v * s5
-                a3_6 += v * s6
-                a3_7 += v * s7
-                a3_8 += v * s8
-                a3_9 += v * s9
-                a3_10 += v * s10
-                a3_11 += v * s11
-                a3_12 += v * s12
-                a3_13 += v * s13
-                a3_14 += v * s14
-                a3_15 += v * s15
-            lj = lo[j + 0]
-            hj = hi[j + 0]
-            row = rows[off + j + 0]
-            v = lj if a0_0 < lj else a0_0
-            v = hj if v > hj else v
-            v = v if m0 != 0.0 else zero
-            d = abs(v - row[0])
-            r0 = r0 if (r0 >= d or r0 != r0) else d
-            row[0] = v
-            v = lj if a0_1 < lj else a0_1
-            v = hj if v > hj else v
-            v = v if m1 != 0.0 else zero
-            d = abs(v - row[1])
-            r1 = r1 if (r1 >= d or r1 != r1) else d
-            row[1] = v
-            v = lj if a0_2 < lj else a0_2
-            v = hj if v > hj else v
-            v = v if m2 != 0.0 else zero
-            d = abs(v - row[2])
-            r2 = r2 if (r2 >= d or r2 != r2) else d
-            row[2] = v
-            v = lj if a0_3 < lj else a0_3
-            v = hj if v > hj else v
-            v = v if m3 != 0.0 else zero
-            d = abs(v - row[3])
-            r3 = r3 if (r3 >= d or r3 != r3) else d
-            row[3] = v
-            v = lj if a0_4 < lj else a0_4
-            v = hj if v > hj else v
-            v = v if m4 != 0.0 else zero
-            d = abs(v - row[4])
-            r4 = r4 if (r4 >= d or r4 != r4) else d
-            row[4] = v
-            v = lj if a0_5 < lj else a0_5
-            v = hj if v > hj else v
-            v = v if m5 != 0.0 else zero
-            d = abs(v - row[5])
-            r5 = r5 if (r5 >= d or r5 != r5) else d
-            row[5] = v
-            v = lj if a0_6 < lj else a0_6
-            v = hj if v > hj else v
-            v = v if m6 != 0.0 else zero
-            d = abs(v - row[6])
-            r6 = r6 if (r6 >= d or r6 != r6) else d
-            row[6] = v
-            v = lj if a0_7 < lj else a0_7
-            v = hj if v > hj else v
-            v = v if m7 != 0.0 else zero
-            d = abs(v - row[7])
-            r7 = r7 if (r7 >= d or r7 != r7) else d
-            row[7] = v
-            v = lj if a0_8 < lj else a0_8
-            v = hj if v > hj else v
-            v = v if m8 != 0.0 else zero
-            d = abs(v - row[8])
-            r8 = r8 if (r8 >= d or r8 != r8) else d
-            row[8] = v
-            v = lj if a0_9 < lj else a0_9
-            v = hj if v > hj else v
-            v = v if m9 != 0.0 else zero
-            d = abs(v - row[9])
-            r9 = r9 if (r9 >= d or r9 != r9) else d
-            row[9] = v
-            v = lj if a0_10 < lj else a0_10
-            v = hj if v > hj else v
-            v = v if m10 != 0.0 else zero
-            d = abs(v - row[10])
-            r10 = r10 if (r10 >= d or r10 != r10) else d
-            row[10] = v
-            v = lj if a0_11 < lj else a0_11
-            v = hj if v > hj else v
-            v = v if m11 != 0.0 else zero
-            d = abs(v - row[11])
-            r11 = r11 if (r11 >= d or r11 != r11) else d
-            row[11] = v
-            v = lj if a0_12 < lj else a0_12
-            v = hj if v > hj else v
-            v = v if m12 != 0.0 else zero
-            d = abs(v - row[12])
-            r12 = r12 if (r12 >= d or r12 != r12) else d
-            row[12] = v
-            v = lj if a0_13 < lj else a0_13
-            v = hj if v > hj else v
-            v = v if m13 != 0.0 else zero
-            d = abs(v - row[13])
-            r13 = r13 if (r13 >= d or r13 != r13) else d
-            row[13] = v
-            v = lj if a0_14 < lj else a0_14
-            v = hj if v > hj else v
-            v = v if m14 != 0.0 else zero
-            d = abs(v - row[14])
-            r14 = r14 if (r14 >= d or r14 != r14) else d
-            row[14] = v
-            v = lj if a0_15 < lj else a0_15
-            v = hj if v > hj else v
-            v = v if m15 != 0.0 else zero
-            d = abs(v - row[15])
-            r15 = r15 if (r15 >= d or r15 != r15) else d
-            row[15] = v
-            lj = lo[j + 1]
-            hj = hi[j + 1]
-            row = rows[off + j + 1]
-            v = lj if a1_0 < lj else a1_0
-            v = hj if v > hj else v
-            v = v if m0 != 0.0 else zero
-            d = abs(v - row[0])
-            r0 = r0 if (r0 >= d or r0 != r0) else d
-            row[0] = v
-            v = lj if a1_1 < lj else a1_1
-            v = hj if v > hj else v
-            v = v if m1 != 0.0 else zero
-            d = abs(v - row[1])
-            r1 = r1 if (r1 >= d or r1 != r1) else d
-            row[1] = v
-            v = lj if a1_2 < lj else a1_2
-            v = hj if v > hj else v
-            v = v if m2 != 0.0 else zero
-            d = abs(v - row[2])
-            r2 = r2 if (r2 >= d or r2 != r2) else d
-            row[2] = v
-            v = lj if a1_3 < lj else a1_3
-            v = hj if v > hj else v
-            v = v if m3 != 0.0 else zero
-            d = abs(v - row[3])
-            r3 = r3 if (r3 >= d or r3 != r3) else d
-            row[3] = v
-            v = lj if a1_4 < lj else a1_4
-            v = hj if v > hj else v
-            v = v if m4 != 0.0 else zero
-            d = abs(v - row[4])
-            r4 = r4 if (r4 >= d or r4 != r4) else d
-            row[4] = v
-            v = lj if a1_5 < lj else a1_5
-            v = hj if v > hj else v
-            v = v if m5 != 0.0 else zero
-            d = abs(v - row[5])
-            r5 = r5 if (r5 >= d or r5 != r5) else d
-            row[5] = v
-            v = lj if a1_6 < lj else a1_6
-            v = hj if v > hj else v
-            v = v if m6 != 0.0 else zero
-            d = abs(v - row[6])
-            r6 = r6 if (r6 >= d or r6 != r6) else d
-            row[6] = v
-            v = lj if a1_7 < lj else a1_7
-            v = hj if v > hj else v
-            v = v if m7 != 0.0 else zero
-            d = abs(v - row[7])
-            r7 = r7 if (r7 >= d or r7 != r7) else d
-            row[7] = v
-            v = lj if a1_8 < lj else a1_8
-            v = hj if v > hj else v
-            v = v if m8 != 0.0 else zero
-            d = abs(v - row[8])
-            r8 = r8 if (r8 >= d or r8 != r8) else d
-            row[8] = v
-            v = lj if a1_9 < lj else a1_9
-            v = hj if v > hj else v
-            v = v if m9 != 0.0 else zero
-            d = abs(v - row[9])
-            r9 = r9 if (r9 >= d or r9 != r9) else d
-            row[9] = v
-            v = lj if a1_10 < lj else a1_10
-            v = hj if v > hj else v
-            v = v if m10 != 0.0 else zero
-            d = abs(v - row[10])
-            r10 = r10 if (r10 >= d or r10 != r10) else d
-            row[10] = v
-            v = lj if a1_11 < lj else a1_11
-            v = hj if v > hj else v
-            v = v if m11 != 0.0 else zero
-            d = abs(v - row[11])
-            r11 = r11 if (r11 >= d or r11 != r11) else d
-            row[11] = v
-            v = lj if a1_12 < lj else a1_12
-            v = hj if v > hj else v
-            v = v if m12 != 0.0 else zero
-            d = abs(v - row[12])
-            r12 = r12 if (r12 >= d or r12 != r12) else d
-            row[12] = v
-            v = lj if a1_13 < lj else a1_13
-            v = hj if v > hj else v
-            v = v if m13 != 0.0 else zero
-            d = abs(v - row[13])
-            r13 = r13 if (r13 >= d or r13 != r13) else d
-            row[13] = v
-            v = lj if a1_14 < lj else a1_14
-            v = hj if v > hj else v
-            v = v if m14 != 0.0 else zero
-            d = abs(v - row[14])
-            r14 = r14 if (r14 >= d or r14 != r14) else d
-            row[14] = v
-            v = lj if a1_15 < lj else a1_15
-            v = hj if v > hj else v
-            v = v if m15 != 0.0 else zero
-            d = abs(v - row[15])
-            r15 = r15 if (r15 >= d or r15 != r15) else d
-            row[15] = v
-            lj = lo[j + 2]
-            hj = hi[j + 2]
-            row = rows[off + j + 2]
-            v = lj if a2_0 < lj else a2_0
-            v = hj if v > hj else v
-            v = v if m0 != 0.0 else zero
-            d = abs(v - row[0])
-            r0 = r0 if (r0 >= d or r0 != r0) else d
-            row[0] = v
-            v = lj if a2_1 < lj else a2_1
-            v = hj if v > hj else v
-            v = v if m1 != 0.0 else zero
-            d = abs(v - row[1])
-            r1 = r1 if (r1 >= d or r1 != r1) else d
-            row[1] = v
-            v = lj if a2_2 < lj else a2_2
-            v = hj if v > hj else v
-            v = v if m2 != 0.0 else zero
-            d = abs(v - row[2])
-            r2 = r2 if (r2 >= d or r2 != r2) else d
-            row[2] = v
-            v = lj if a2_3 < lj else a2_3
-            v = hj if v > hj else v
-            v = v if m3 != 0.0 else zero
-            d = abs(v - row[3])
-            r3 = r3 if (r3 >= d or r3 != r3) else d
-            row[3] = v
-            v = lj if a2_4 < lj else a2_4
-            v = hj if v > hj else v
-            v = v if m4 != 0.0 else zero
-            d = abs(v - row[4])
-            r4 = r4 if (r4 >= d or r4 != r4) else d
-            row[4] = v
-            v = lj if a2_5 < lj else a2_5
-            v = hj if v > hj else v
-            v = v if m5 != 0.0 else zero
-            d = abs(v - row[5])
-            r5 = r5 if (r5 >= d or r5 != r5) else d
-            row[5] = v
-            v = lj if a2_6 < lj else a2_6
-            v = hj if v > hj else v
-            v = v if m6 != 0.0 else zero
-            d = abs(v - row[6])
-            r6 = r6 if (r6 >= d or r6 != r6) else d
-            row[6] = v
-            v = lj if a2_7 < lj else a2_7
-            v = hj if v > hj else v
-            v = v if m7 != 0.0 else zero
-            d = abs(v - row[7])
-            r7 = r7 if (r7 >= d or r7 != r7) else d
-            row[7] = v
-            v = lj if a2_8 < lj else a2_8
-            v = hj if v > hj else v
-            v = v if m8 != 0.0 else zero
-            d = abs(v - row[8])
-            r8 = r8 if (r8 >= d or r8 != r8) else d
-            row[8] = v
-            v = lj if a2_9 < lj else a2_9
-            v = hj if v > hj else v
-            v = v if m9 != 0.0 else zero
-            d = abs(v - row[9])
-            r9 = r9 if (r9 >= d or r9 != r9) else d
-            row[9] = v
-            v = lj if a2_10 < lj else a2_10
-            v = hj if v > hj else v
-            v = v if m10 != 0.0 else zero
-            d = abs(v - row[10])
-            r10 = r10 if (r10 >= d or r10 != r10) else d
-            row[10] = v
-            v = lj if a2_11 < lj else a2_11
-            v = hj if v > hj else v
-            v = v if m11 != 0.0 else zero
-            d = abs(v - row[11])
-            r11 = r11 if (r11 >= d or r11 != r11) else d
-            row[11] = v
-            v = lj if a2_12 < lj else a2_12
-            v = hj if v > hj else v
-            v = v if m12 != 0.0 else zero
-            d = abs(v - row[12])
-            r12 = r12 if (r12 >= d or r12 != r12) else d
-            row[12] = v
-            v = lj if a2_13 < lj else a2_13
-            v = hj if v > hj else v
-            v = v if m13 != 0.0 else zero
-            d = abs(v - row[13])
-            r13 = r13 if (r13 >= d or r13 != r13) else d
-            row[13] = v
-            v = lj if a2_14 < lj else a2_14
-            v = hj if v > hj else v
-            v = v if m14 != 0.0 else zero
-            d = abs(v - row[14])
-            r14 = r14 if (r14 >= d or r14 != r14) else d
-            row[14] = v
-            v = lj if a2_15 < lj else a2_15
-            v = hj if v > hj else v
-            v = v if m15 != 0.0 else zero
-            d = abs(v - row[15])
-            r15 = r15 if (r15 >= d or r15 != r15) else d
-            row[15] = v
-            lj = lo[j + 3]
-            hj = hi[j + 3]
-            row = rows[off + j + 3]
-            v = lj if a3_0 < lj else a3_0
-            v = hj if v > hj else v
-            v = v if m0 != 0.0 else zero
-            d = abs(v - row[0])
-            r0 = r0 if (r0 >= d or r0 != r0) else d
-            row[0] = v
-            v = lj if a3_1 < lj else a3_1
-            v = hj if v > hj else v
-            v = v if m1 != 0.0 else zero
-            d = abs(v - row[1])
-            r1 = r1 if (r1 >= d or r1 != r1) else d
-            row[1] = v
-            v = lj if a3_2 < lj else a3_2
-            v = hj if v > hj else v
-            v = v if m2 != 0.0 else zero
-            d = abs(v - row[2])
-            r2 = r2 if (r2 >= d or r2 != r2) else d
-            row[2] = v
-            v = lj if a3_3 < lj else a3_3
-            v = hj if v > hj else v
-            v = v if m3 != 0.0 else zero
-            d = abs(v - row[3])
-            r3 = r3 if (r3 >= d or r3 != r3) else d
-            row[3] = v
-            v = lj if a3_4 < lj else a3_4
-            v = hj if v > hj else v
-            v = v if m4 != 0.0 else zero
-            d = abs(v - row[4])
-            r4 = r4 if (r4 >= d or r4 != r4) else d
-            row[4] = v
-            v = lj if a3_5 < lj else a3_5
-            v = hj if v > hj else v
-            v = v if m5 != 0.0 else zero
-            d = abs(v - row[5])
-            r5 = r5 if (r5 >= d or r5 != r5) else d
-            row[5] = v
-            v = lj if a3_6 < lj else a3_6
-            v = hj if v > hj else v
-            v = v if m6 != 0.0 else zero
-            d = abs(v - row[6])
-            r6 = r6 if (r6 >= d or r6 != r6) else d
-            row[6] = v
-            v = lj if a3_7 < lj else a3_7
-            v = hj if v > hj else v
-            v = v if m7 != 0.0 else zero
-            d = abs(v - row[7])
-            r7 = r7 if (r7 >= d or r7 != r7) else d
-            row[7] = v
-            v = lj if a3_8 < lj else a3_8
-            v = hj if v > hj else v
-            v = v if m8 != 0.0 else zero
-            d = abs(v - row[8])
-            r8 = r8 if (r8 >= d or r8 != r8) else d
-            row[8] = v
-            v = lj if a3_9 < lj else a3_9
-            v = hj if v > hj else v
-            v = v if m9 != 0.0 else zero
-            d = abs(v - row[9])
-            r9 = r9 if (r9 >= d or r9 != r9) else d
-            row[9] = v
-            v = lj if a3_10 < lj else a3_10
-            v = hj if v > hj else v
-            v = v if m10 != 0.0 else zero
-            d = abs(v - row[10])
-            r10 = r10 if (r10 >= d or r10 != r10) else d
-            row[10] = v
-            v = lj if a3_11 < lj else a3_11
-            v = hj if v > hj else v
-            v = v if m11 != 0.0 else zero
-            d = abs(v - row[11])
-            r11 = r11 if (r11 >= d or r11 != r11) else d
-            row[11] = v
-            v = lj if a3_12 < lj else a3_12
-            v = hj if v > hj else v
-            v = v if m12 != 0.0 else zero
-            d = abs(v - row[12])
-            r12 = r12 if (r12 >= d or r12 != r12) else d
-            row[12] = v
-            v = lj if a3_13 < lj else a3_13
-            v = hj if v > hj else v
-            v = v if m13 != 0.0 else zero
-            d = abs(v - row[13])
-            r13 = r13 if (r13 >= d or r13 != r13) else d
-            row[13] = v
-            v = lj if a3_14 < lj else a3_14
-            v = hj if v > hj else v
-            v = v if m14 != 0.0 else zero
-            d = abs(v - row[14])
-            r14 = r14 if (r14 >= d or r14 != r14) else d
-            row[14] = v
-            v = lj if a3_15 < lj else a3_15
-            v = hj if v > hj else v
-            v = v if m15 != 0.0 else zero
-            d = abs(v - row[15])
-            r15 = r15 if (r15 >= d or r15 != r15) else d
-            row[15] = v
-            j += 4
-        while j + 1 <= n:
-            b = base[j + 0]
-            a0_0 = b[0]
-            a0_1 = b[1]
-            a0_2 = b[2]
-            a0_3 = b[3]
-            a0_4 = b[4]
-            a0_5 = b[5]
-            a0_6 = b[6]
-            a0_7 = b[7]
-            a0_8 = b[8]
-            a0_9 = b[9]
-            a0_10 = b[10]
-            a0_11 = b[11]
-            a0_12 = b[12]
-            a0_13 = b[13]
-            a0_14 = b[14]
-            a0_15 = b[15]
-            wr0 = wd[j + 0]
-            for i in range(nd):
-                s = rows[offd + i]
-                s0 = s[0]
-                s1 = s[1]
-                s2 = s[2]
-                s3 = s[3]
-                s4 = s[4]
-                s5 = s[5]
-                s6 = s[6]
-                s7 = s[7]
-                s8 = s[8]
-                s9 = s[9]
-                s10 = s[10]
-                s11 = s[11]
-                s12 = s[12]
-                s13 = s[13]
-                s14 = s[14]
-                s15 = s[15]
-                v = wr0[i]
-                a0_0 += v * s0
-                a0_1 += v * s1
-                a0_2 += v * s2
-                a0_3 += v * s3
-                a0_4 += v * s4
-                a0_5 += v * s5
-                a0_6 += v * s6
-                a0_7 += v * s7
-                a0_8 += v * s8
-                a0_9 += v * s9
-                a0_10 += v * s10
-                a0_11 += v * s11
-                a0_12 += v * s12
-                a0_13 += v * s13
-                a0_14 += v * s14
-                a0_15 += v * s15
-            wr0 = wu[j + 0]
-            for i in range(nu):
-                s = rows[offu + i]
-                s0 = s[0]
-                s1 = s[1]
-                s2 = s[2]
-                s3 = s[3]
-                s4 = s[4]
-                s5 = s[5]
-                s6 = s[6]
-                s7 = s[7]
-                s8 = s[8]
-                s9 = s[9]
-                s10 = s[10]
-                s11 = s[11]
-                s12 = s[12]
-                s13 = s[13]
-                s14 = s[14]
-                s15 = s[15]
-                v = wr0[i]
-                a0_0 += v * s0
-                a0_1 += v * s1
-                a0_2 += v * s2
-                a0_3 += v * s3
-                a0_4 += v * s4
-                a0_5 += v * s5
-                a0_6 += v * s6
-                a0_7 += v * s7
-                a0_8 += v * s8
-                a0_9 += v * s9
-                a0_10 += v * s10
-                a0_11 += v * s11
-                a0_12 += v * s12
-                a0_13 += v * s13
-                a0_14 += v * s14
-                a0_15 += v * s15
-            lj = lo[j + 0]
-            hj = hi[j + 0]
-            row = rows[off + j + 0]
-            v = lj if a0_0 < lj else a0_0
-            v = hj if v > hj else v
-            v = v if m0 != 0.0 else zero
-            d = abs(v - row[0])
-            r0 = r0 if (r0 >= d or r0 != r0) else d
-            row[0] = v
-            v = lj if a0_1 < lj else a0_1
-            v = hj if v > hj else v
-            v = v if m1 != 0.0 else zero
-            d = abs(v - row[1])
-            r1 = r1 if (r1 >= d or r1 != r1) else d
-            row[1] = v
-            v = lj if a0_2 < lj else a0_2
-            v = hj if v > hj else v
-            v = v if m2 != 0.0 else zero
-            d = abs(v - row[2])
-            r2 = r2 if (r2 >= d or r2 != r2) else d
-            row[2] = v
-            v = lj if a0_3 < lj else a0_3
-            v = hj if v > hj else v
-            v = v if m3 != 0.0 else zero
-            d = abs(v - row[3])
-            r3 = r3 if (r3 >= d or r3 != r3) else d
-            row[3] = v
-            v = lj if a0_4 < lj else a0_4
-            v = hj if v > hj else v
-            v = v if m4 != 0.0 else zero
-            d = abs(v - row[4])
-            r4 = r4 if (r4 >= d or r4 != r4) else d
-            row[4] = v
-            v = lj if a0_5 < lj else a0_5
-            v = hj if v > hj else v
-            v = v if m5 != 0.0 else zero
-            d = abs(v - row[5])
-            r5 = r5 if (r5 >= d or r5 != r5) else d
-            row[5] = v
-            v = lj if a0_6 < lj else a0_6
-            v = hj if v > hj else v
-            v = v if m6 != 0.0 else zero
-            d = abs(v - row[6])
-            r6 = r6 if (r6 >= d or r6 != r6) else d
-            row[6] = v
-            v = lj if a0_7 < lj else a0_7
-            v = hj if v > hj else v
-            v = v if m7 != 0.0 else zero
-            d = abs(v - row[7])
-            r7 = r7 if (r7 >= d or r7 != r7) else d
-            row[7] = v
-            v = lj if a0_8 < lj else a0_8
-            v = hj if v > hj else v
-            v = v if m8 != 0.0 else zero
-            d = abs(v - row[8])
-            r8 = r8 if (r8 >= d or r8 != r8) else d
-            row[8] = v
-            v = lj if a0_9 < lj else a0_9
-            v = hj if v > hj else v
-            v = v if m9 != 0.0 else zero
-            d = abs(v - row[9])
-            r9 = r9 if (r9 >= d or r9 != r9) else d
-            row[9] = v
-            v = lj if a0_10 < lj else a0_10
-            v = hj if v > hj else v
-            v = v if m10 != 0.0 else zero
-            d = abs(v - row[10])
-            r10 = r10 if (r10 >= d or r10 != r10) else d
-            row[10] = v
-            v = lj if a0_11 < lj else a0_11
-            v = hj if v > hj else v
-            v = v if m11 != 0.0 else zero
-            d = abs(v - row[11])
-            r11 = r11 if (r11 >= d or r11 != r11) else d
-            row[11] = v
-            v = lj if a0_12 < lj else a0_12
-            v = hj if v > hj else v
-            v = v if m12 != 0.0 else zero
-            d = abs(v - row[12])
-            r12 = r12 if (r12 >= d or r12 != r12) else d
-            row[12] = v
-            v = lj if a0_13 < lj else a0_13
-            v = hj if v > hj else v
-            v = v if m13 != 0.0 else zero
-            d = abs(v - row[13])
-            r13 = r13 if (r13 >= d or r13 != r13) else d
-            row[13] = v
-            v = lj if a0_14 < lj else a0_14
-            v = hj if v > hj else v
-            v = v if m14 != 0.0 else zero
-            d = abs(v - row[14])
-            r14 = r14 if (r14 >= d or r14 != r14) else d
-            row[14] = v
-            v = lj if a0_15 < lj else a0_15
-            v = hj if v > hj else v
-            v = v if m15 != 0.0 else zero
-            d = abs(v - row[15])
-            r15 = r15 if (r15 >= d or r15 != r15) else d
-            row[15] = v
-            j += 1
+        if divide:
+            j = 0
+            while j + 4 <= n:
+                b = base[j + 0]
+                a0_0 = b[0]
+                a0_1 = b[1]
+                a0_2 = b[2]
+                a0_3 = b[3]
+                a0_4 = b[4]
+                a0_5 = b[5]
+                a0_6 = b[6]
+                a0_7 = b[7]
+                a0_8 = b[8]
+                a0_9 = b[9]
+                a0_10 = b[10]
+                a0_11 = b[11]
+                a0_12 = b[12]
+                a0_13 = b[13]
+                a0_14 = b[14]
+                a0_15 = b[15]
+                b = base[j + 1]
+                a1_0 = b[0]
+                a1_1 = b[1]
+                a1_2 = b[2]
+                a1_3 = b[3]
+                a1_4 = b[4]
+                a1_5 = b[5]
+                a1_6 = b[6]
+                a1_7 = b[7]
+                a1_8 = b[8]
+                a1_9 = b[9]
+                a1_10 = b[10]
+                a1_11 = b[11]
+                a1_12 = b[12]
+                a1_13 = b[13]
+                a1_14 = b[14]
+                a1_15 = b[15]
+                b = base[j + 2]
+                a2_0 = b[0]
+                a2_1 = b[1]
+                a2_2 = b[2]
+                a2_3 = b[3]
+                a2_4 = b[4]
+                a2_5 = b[5]
+                a2_6 = b[6]
+                a2_7 = b[7]
+                a2_8 = b[8]
+                a2_9 = b[9]
+                a2_10 = b[10]
+                a2_11 = b[11]
+                a2_12 = b[12]
+                a2_13 = b[13]
+                a2_14 = b[14]
+                a2_15 = b[15]
+                b = base[j + 3]
+                a3_0 = b[0]
+                a3_1 = b[1]
+                a3_2 = b[2]
+                a3_3 = b[3]
+                a3_4 = b[4]
+                a3_5 = b[5]
+                a3_6 = b[6]
+                a3_7 = b[7]
+                a3_8 = b[8]
+                a3_9 = b[9]
+                a3_10 = b[10]
+                a3_11 = b[11]
+                a3_12 = b[12]
+                a3_13 = b[13]
+                a3_14 = b[14]
+                a3_15 = b[15]
+                wr0 = wd[j + 0]
+                wr1 = wd[j + 1]
+                wr2 = wd[j + 2]
+                wr3 = wd[j + 3]
+                for i in range(nd):
+                    s = rows[offd + i]
+                    s0 = s[0]
+                    s1 = s[1]
+                    s2 = s[2]
+                    s3 = s[3]
+                    s4 = s[4]
+                    s5 = s[5]
+                    s6 = s[6]
+                    s7 = s[7]
+                    s8 = s[8]
+                    s9 = s[9]
+                    s10 = s[10]
+                    s11 = s[11]
+                    s12 = s[12]
+                    s13 = s[13]
+                    s14 = s[14]
+                    s15 = s[15]
+                    v = wr0[i]
+                    a0_0 += v * s0
+                    a0_1 += v * s1
+                    a0_2 += v * s2
+                    a0_3 += v * s3
+                    a0_4 += v * s4
+                    a0_5 += v * s5
+                    a0_6 += v * s6
+                    a0_7 += v * s7
+                    a0_8 += v * s8
+                    a0_9 += v * s9
+                    a0_10 += v * s10
+                    a0_11 += v * s11
+                    a0_12 += v * s12
+                    a0_13 += v * s13
+                    a0_14 += v * s14
+                    a0_15 += v * s15
+                    v = wr1[i]
+                    a1_0 += v * s0
+                    a1_1 += v * s1
+                    a1_2 += v * s2
+                    a1_3 += v * s3
+                    a1_4 += v * s4
+                    a1_5 += v * s5
+                    a1_6 += v * s6
+                    a1_7 += v * s7
+                    a1_8 += v * s8
+                    a1_9 += v * s9
+                    a1_10 += v * s10
+                    a1_11 += v * s11
+                    a1_12 += v * s12
+                    a1_13 += v * s13
+                    a1_14 += v * s14
+                    a1_15 += v * s15
+                    v = wr2[i]
+                    a2_0 += v * s0
+                    a2_1 += v * s1
+                    a2_2 += v * s2
+                    a2_3 += v * s3
+                    a2_4 += v * s4
+                    a2_5 += v * s5
+                    a2_6 += v * s6
+                    a2_7 += v * s7
+                    a2_8 += v * s8
+                    a2_9 += v * s9
+                    a2_10 += v * s10
+                    a2_11 += v * s11
+                    a2_12 += v * s12
+                    a2_13 += v * s13
+                    a2_14 += v * s14
+                    a2_15 += v * s15
+                    v = wr3[i]
+                    a3_0 += v * s0
+                    a3_1 += v * s1
+                    a3_2 += v * s2
+                    a3_3 += v * s3
+                    a3_4 += v * s4
+                    a3_5 += v * s5
+                    a3_6 += v * s6
+                    a3_7 += v * s7
+                    a3_8 += v * s8
+                    a3_9 += v * s9
+                    a3_10 += v * s10
+                    a3_11 += v * s11
+                    a3_12 += v * s12
+                    a3_13 += v * s13
+                    a3_14 += v * s14
+                    a3_15 += v * s15
+                wr0 = wu[j + 0]
+                wr1 = wu[j + 1]
+                wr2 = wu[j + 2]
+                wr3 = wu[j + 3]
+                for i in range(nu):
+                    s = rows[offu + i]
+                    s0 = s[0]
+                    s1 = s[1]
+                    s2 = s[2]
+                    s3 = s[3]
+                    s4 = s[4]
+                    s5 = s[5]
+                    s6 = s[6]
+                    s7 = s[7]
+                    s8 = s[8]
+                    s9 = s[9]
+                    s10 = s[10]
+                    s11 = s[11]
+                    s12 = s[12]
+                    s13 = s[13]
+                    s14 = s[14]
+                    s15 = s[15]
+                    v = wr0[i]
+                    a0_0 += v * s0
+                    a0_1 += v * s1
+                    a0_2 += v * s2
+                    a0_3 += v * s3
+                    a0_4 += v * s4
+                    a0_5 += v * s5
+                    a0_6 += v * s6
+                    a0_7 += v * s7
+                    a0_8 += v * s8
+                    a0_9 += v * s9
+                    a0_10 += v * s10
+                    a0_11 += v * s11
+                    a0_12 += v * s12
+                    a0_13 += v * s13
+                    a0_14 += v * s14
+                    a0_15 += v * s15
+                    v = wr1[i]
+                    a1_0 += v * s0
+                    a1_1 += v * s1
+                    a1_2 += v * s2
+                    a1_3 += v * s3
+                    a1_4 += v * s4
+                    a1_5 += v * s5
+                    a1_6 += v * s6
+                    a1_7 += v * s7
+                    a1_8 += v * s8
+                    a1_9 += v * s9
+                    a1_10 += v * s10
+                    a1_11 += v * s11
+                    a1_12 += v * s12
+                    a1_13 += v * s13
+                    a1_14 += v * s14
+                    a1_15 += v * s15
+                    v = wr2[i]
+                    a2_0 += v * s0
+                    a2_1 += v * s1
+                    a2_2 += v * s2
+                    a2_3 += v * s3
+                    a2_4 += v * s4
+                    a2_5 += v * s5
+                    a2_6 += v * s6
+                    a2_7 += v * s7
+                    a2_8 += v * s8
+                    a2_9 += v * s9
+                    a2_10 += v * s10
+                    a2_11 += v * s11
+                    a2_12 += v * s12
+                    a2_13 += v * s13
+                    a2_14 += v * s14
+                    a2_15 += v * s15
+                    v = wr3[i]
+                    a3_0 += v * s0
+                    a3_1 += v * s1
+                    a3_2 += v * s2
+                    a3_3 += v * s3
+                    a3_4 += v * s4
+                    a3_5 += v * s5
+                    a3_6 += v * s6
+                    a3_7 += v * s7
+                    a3_8 += v * s8
+                    a3_9 += v * s9
+                    a3_10 += v * s10
+                    a3_11 += v * s11
+                    a3_12 += v * s12
+                    a3_13 += v * s13
+                    a3_14 += v * s14
+                    a3_15 += v * s15
+                lj = lo[j + 0]
+                hj = hi[j + 0]
+                dj = den[j + 0]
+                a0_0 = a0_0 / dj
+                a0_1 = a0_1 / dj
+                a0_2 = a0_2 / dj
+                a0_3 = a0_3 / dj
+                a0_4 = a0_4 / dj
+                a0_5 = a0_5 / dj
+                a0_6 = a0_6 / dj
+                a0_7 = a0_7 / dj
+                a0_8 = a0_8 / dj
+                a0_9 = a0_9 / dj
+                a0_10 = a0_10 / dj
+                a0_11 = a0_11 / dj
+                a0_12 = a0_12 / dj
+                a0_13 = a0_13 / dj
+                a0_14 = a0_14 / dj
+                a0_15 = a0_15 / dj
+                row = rows[off + j + 0]
+                v = lj if a0_0 < lj else a0_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                row[0] = v
+                v = lj if a0_1 < lj else a0_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                row[1] = v
+                v = lj if a0_2 < lj else a0_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                row[2] = v
+                v = lj if a0_3 < lj else a0_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                row[3] = v
+                v = lj if a0_4 < lj else a0_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                row[4] = v
+                v = lj if a0_5 < lj else a0_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                row[5] = v
+                v = lj if a0_6 < lj else a0_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                row[6] = v
+                v = lj if a0_7 < lj else a0_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                row[7] = v
+                v = lj if a0_8 < lj else a0_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                row[8] = v
+                v = lj if a0_9 < lj else a0_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                row[9] = v
+                v = lj if a0_10 < lj else a0_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                row[10] = v
+                v = lj if a0_11 < lj else a0_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                row[11] = v
+                v = lj if a0_12 < lj else a0_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                row[12] = v
+                v = lj if a0_13 < lj else a0_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                row[13] = v
+                v = lj if a0_14 < lj else a0_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                row[14] = v
+                v = lj if a0_15 < lj else a0_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                row[15] = v
+                lj = lo[j + 1]
+                hj = hi[j + 1]
+                dj = den[j + 1]
+                a1_0 = a1_0 / dj
+                a1_1 = a1_1 / dj
+                a1_2 = a1_2 / dj
+                a1_3 = a1_3 / dj
+                a1_4 = a1_4 / dj
+                a1_5 = a1_5 / dj
+                a1_6 = a1_6 / dj
+                a1_7 = a1_7 / dj
+                a1_8 = a1_8 / dj
+                a1_9 = a1_9 / dj
+                a1_10 = a1_10 / dj
+                a1_11 = a1_11 / dj
+                a1_12 = a1_12 / dj
+                a1_13 = a1_13 / dj
+                a1_14 = a1_14 / dj
+                a1_15 = a1_15 / dj
+                row = rows[off + j + 1]
+                v = lj if a1_0 < lj else a1_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                row[0] = v
+                v = lj if a1_1 < lj else a1_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                row[1] = v
+                v = lj if a1_2 < lj else a1_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                row[2] = v
+                v = lj if a1_3 < lj else a1_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                row[3] = v
+                v = lj if a1_4 < lj else a1_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                row[4] = v
+                v = lj if a1_5 < lj else a1_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                row[5] = v
+                v = lj if a1_6 < lj else a1_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                row[6] = v
+                v = lj if a1_7 < lj else a1_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                row[7] = v
+                v = lj if a1_8 < lj else a1_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                row[8] = v
+                v = lj if a1_9 < lj else a1_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                row[9] = v
+                v = lj if a1_10 < lj else a1_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                row[10] = v
+                v = lj if a1_11 < lj else a1_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                row[11] = v
+                v = lj if a1_12 < lj else a1_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                row[12] = v
+                v = lj if a1_13 < lj else a1_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                row[13] = v
+                v = lj if a1_14 < lj else a1_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                row[14] = v
+                v = lj if a1_15 < lj else a1_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                row[15] = v
+                lj = lo[j + 2]
+                hj = hi[j + 2]
+                dj = den[j + 2]
+                a2_0 = a2_0 / dj
+                a2_1 = a2_1 / dj
+                a2_2 = a2_2 / dj
+                a2_3 = a2_3 / dj
+                a2_4 = a2_4 / dj
+                a2_5 = a2_5 / dj
+                a2_6 = a2_6 / dj
+                a2_7 = a2_7 / dj
+                a2_8 = a2_8 / dj
+                a2_9 = a2_9 / dj
+                a2_10 = a2_10 / dj
+                a2_11 = a2_11 / dj
+                a2_12 = a2_12 / dj
+                a2_13 = a2_13 / dj
+                a2_14 = a2_14 / dj
+                a2_15 = a2_15 / dj
+                row = rows[off + j + 2]
+                v = lj if a2_0 < lj else a2_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                row[0] = v
+                v = lj if a2_1 < lj else a2_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                row[1] = v
+                v = lj if a2_2 < lj else a2_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                row[2] = v
+                v = lj if a2_3 < lj else a2_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                row[3] = v
+                v = lj if a2_4 < lj else a2_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                row[4] = v
+                v = lj if a2_5 < lj else a2_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                row[5] = v
+                v = lj if a2_6 < lj else a2_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                row[6] = v
+                v = lj if a2_7 < lj else a2_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                row[7] = v
+                v = lj if a2_8 < lj else a2_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                row[8] = v
+                v = lj if a2_9 < lj else a2_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                row[9] = v
+                v = lj if a2_10 < lj else a2_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                row[10] = v
+                v = lj if a2_11 < lj else a2_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                row[11] = v
+                v = lj if a2_12 < lj else a2_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                row[12] = v
+                v = lj if a2_13 < lj else a2_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                row[13] = v
+                v = lj if a2_14 < lj else a2_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                row[14] = v
+                v = lj if a2_15 < lj else a2_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                row[15] = v
+                lj = lo[j + 3]
+                hj = hi[j + 3]
+                dj = den[j + 3]
+                a3_0 = a3_0 / dj
+                a3_1 = a3_1 / dj
+                a3_2 = a3_2 / dj
+                a3_3 = a3_3 / dj
+                a3_4 = a3_4 / dj
+                a3_5 = a3_5 / dj
+                a3_6 = a3_6 / dj
+                a3_7 = a3_7 / dj
+                a3_8 = a3_8 / dj
+                a3_9 = a3_9 / dj
+                a3_10 = a3_10 / dj
+                a3_11 = a3_11 / dj
+                a3_12 = a3_12 / dj
+                a3_13 = a3_13 / dj
+                a3_14 = a3_14 / dj
+                a3_15 = a3_15 / dj
+                row = rows[off + j + 3]
+                v = lj if a3_0 < lj else a3_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                row[0] = v
+                v = lj if a3_1 < lj else a3_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                row[1] = v
+                v = lj if a3_2 < lj else a3_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                row[2] = v
+                v = lj if a3_3 < lj else a3_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                row[3] = v
+                v = lj if a3_4 < lj else a3_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                row[4] = v
+                v = lj if a3_5 < lj else a3_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                row[5] = v
+                v = lj if a3_6 < lj else a3_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                row[6] = v
+                v = lj if a3_7 < lj else a3_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                row[7] = v
+                v = lj if a3_8 < lj else a3_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                row[8] = v
+                v = lj if a3_9 < lj else a3_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                row[9] = v
+                v = lj if a3_10 < lj else a3_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                row[10] = v
+                v = lj if a3_11 < lj else a3_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                row[11] = v
+                v = lj if a3_12 < lj else a3_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                row[12] = v
+                v = lj if a3_13 < lj else a3_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                row[13] = v
+                v = lj if a3_14 < lj else a3_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                row[14] = v
+                v = lj if a3_15 < lj else a3_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                row[15] = v
+                j += 4
+            while j + 1 <= n:
+                b = base[j + 0]
+                a0_0 = b[0]
+                a0_1 = b[1]
+                a0_2 = b[2]
+                a0_3 = b[3]
+                a0_4 = b[4]
+                a0_5 = b[5]
+                a0_6 = b[6]
+                a0_7 = b[7]
+                a0_8 = b[8]
+                a0_9 = b[9]
+                a0_10 = b[10]
+                a0_11 = b[11]
+                a0_12 = b[12]
+                a0_13 = b[13]
+                a0_14 = b[14]
+                a0_15 = b[15]
+                wr0 = wd[j + 0]
+                for i in range(nd):
+                    s = rows[offd + i]
+                    s0 = s[0]
+                    s1 = s[1]
+                    s2 = s[2]
+                    s3 = s[3]
+                    s4 = s[4]
+                    s5 = s[5]
+                    s6 = s[6]
+                    s7 = s[7]
+                    s8 = s[8]
+                    s9 = s[9]
+                    s10 = s[10]
+                    s11 = s[11]
+                    s12 = s[12]
+                    s13 = s[13]
+                    s14 = s[14]
+                    s15 = s[15]
+                    v = wr0[i]
+                    a0_0 += v * s0
+                    a0_1 += v * s1
+                    a0_2 += v * s2
+                    a0_3 += v * s3
+                    a0_4 += v * s4
+                    a0_5 += v * s5
+                    a0_6 += v * s6
+                    a0_7 += v * s7
+                    a0_8 += v * s8
+                    a0_9 += v * s9
+                    a0_10 += v * s10
+                    a0_11 += v * s11
+                    a0_12 += v * s12
+                    a0_13 += v * s13
+                    a0_14 += v * s14
+                    a0_15 += v * s15
+                wr0 = wu[j + 0]
+                for i in range(nu):
+                    s = rows[offu + i]
+                    s0 = s[0]
+                    s1 = s[1]
+                    s2 = s[2]
+                    s3 = s[3]
+                    s4 = s[4]
+                    s5 = s[5]
+                    s6 = s[6]
+                    s7 = s[7]
+                    s8 = s[8]
+                    s9 = s[9]
+                    s10 = s[10]
+                    s11 = s[11]
+                    s12 = s[12]
+                    s13 = s[13]
+                    s14 = s[14]
+                    s15 = s[15]
+                    v = wr0[i]
+                    a0_0 += v * s0
+                    a0_1 += v * s1
+                    a0_2 += v * s2
+                    a0_3 += v * s3
+                    a0_4 += v * s4
+                    a0_5 += v * s5
+                    a0_6 += v * s6
+                    a0_7 += v * s7
+                    a0_8 += v * s8
+                    a0_9 += v * s9
+                    a0_10 += v * s10
+                    a0_11 += v * s11
+                    a0_12 += v * s12
+                    a0_13 += v * s13
+                    a0_14 += v * s14
+                    a0_15 += v * s15
+                lj = lo[j + 0]
+                hj = hi[j + 0]
+                dj = den[j + 0]
+                a0_0 = a0_0 / dj
+                a0_1 = a0_1 / dj
+                a0_2 = a0_2 / dj
+                a0_3 = a0_3 / dj
+                a0_4 = a0_4 / dj
+                a0_5 = a0_5 / dj
+                a0_6 = a0_6 / dj
+                a0_7 = a0_7 / dj
+                a0_8 = a0_8 / dj
+                a0_9 = a0_9 / dj
+                a0_10 = a0_10 / dj
+                a0_11 = a0_11 / dj
+                a0_12 = a0_12 / dj
+                a0_13 = a0_13 / dj
+                a0_14 = a0_14 / dj
+                a0_15 = a0_15 / dj
+                row = rows[off + j + 0]
+                v = lj if a0_0 < lj else a0_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                row[0] = v
+                v = lj if a0_1 < lj else a0_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                row[1] = v
+                v = lj if a0_2 < lj else a0_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                row[2] = v
+                v = lj if a0_3 < lj else a0_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                row[3] = v
+                v = lj if a0_4 < lj else a0_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                row[4] = v
+                v = lj if a0_5 < lj else a0_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                row[5] = v
+                v = lj if a0_6 < lj else a0_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                row[6] = v
+                v = lj if a0_7 < lj else a0_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                row[7] = v
+                v = lj if a0_8 < lj else a0_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                row[8] = v
+                v = lj if a0_9 < lj else a0_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                row[9] = v
+                v = lj if a0_10 < lj else a0_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                row[10] = v
+                v = lj if a0_11 < lj else a0_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                row[11] = v
+                v = lj if a0_12 < lj else a0_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                row[12] = v
+                v = lj if a0_13 < lj else a0_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                row[13] = v
+                v = lj if a0_14 < lj else a0_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                row[14] = v
+                v = lj if a0_15 < lj else a0_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                row[15] = v
+                j += 1
+        else:
+            j = 0
+            while j + 4 <= n:
+                b = base[j + 0]
+                a0_0 = b[0]
+                a0_1 = b[1]
+                a0_2 = b[2]
+                a0_3 = b[3]
+                a0_4 = b[4]
+                a0_5 = b[5]
+                a0_6 = b[6]
+                a0_7 = b[7]
+                a0_8 = b[8]
+                a0_9 = b[9]
+                a0_10 = b[10]
+                a0_11 = b[11]
+                a0_12 = b[12]
+                a0_13 = b[13]
+                a0_14 = b[14]
+                a0_15 = b[15]
+                b = base[j + 1]
+                a1_0 = b[0]
+                a1_1 = b[1]
+                a1_2 = b[2]
+                a1_3 = b[3]
+                a1_4 = b[4]
+                a1_5 = b[5]
+                a1_6 = b[6]
+                a1_7 = b[7]
+                a1_8 = b[8]
+                a1_9 = b[9]
+                a1_10 = b[10]
+                a1_11 = b[11]
+                a1_12 = b[12]
+                a1_13 = b[13]
+                a1_14 = b[14]
+                a1_15 = b[15]
+                b = base[j + 2]
+                a2_0 = b[0]
+                a2_1 = b[1]
+                a2_2 = b[2]
+                a2_3 = b[3]
+                a2_4 = b[4]
+                a2_5 = b[5]
+                a2_6 = b[6]
+                a2_7 = b[7]
+                a2_8 = b[8]
+                a2_9 = b[9]
+                a2_10 = b[10]
+                a2_11 = b[11]
+                a2_12 = b[12]
+                a2_13 = b[13]
+                a2_14 = b[14]
+                a2_15 = b[15]
+                b = base[j + 3]
+                a3_0 = b[0]
+                a3_1 = b[1]
+                a3_2 = b[2]
+                a3_3 = b[3]
+                a3_4 = b[4]
+                a3_5 = b[5]
+                a3_6 = b[6]
+                a3_7 = b[7]
+                a3_8 = b[8]
+                a3_9 = b[9]
+                a3_10 = b[10]
+                a3_11 = b[11]
+                a3_12 = b[12]
+                a3_13 = b[13]
+                a3_14 = b[14]
+                a3_15 = b[15]
+                wr0 = wd[j + 0]
+                wr1 = wd[j + 1]
+                wr2 = wd[j + 2]
+                wr3 = wd[j + 3]
+                for i in range(nd):
+                    s = rows[offd + i]
+                    s0 = s[0]
+                    s1 = s[1]
+                    s2 = s[2]
+                    s3 = s[3]
+                    s4 = s[4]
+                    s5 = s[5]
+                    s6 = s[6]
+                    s7 = s[7]
+                    s8 = s[8]
+                    s9 = s[9]
+                    s10 = s[10]
+                    s11 = s[11]
+                    s12 = s[12]
+                    s13 = s[13]
+                    s14 = s[14]
+                    s15 = s[15]
+                    v = wr0[i]
+                    a0_0 += v * s0
+                    a0_1 += v * s1
+                    a0_2 += v * s2
+                    a0_3 += v * s3
+                    a0_4 += v * s4
+                    a0_5 += v * s5
+                    a0_6 += v * s6
+                    a0_7 += v * s7
+                    a0_8 += v * s8
+                    a0_9 += v * s9
+                    a0_10 += v * s10
+                    a0_11 += v * s11
+                    a0_12 += v * s12
+                    a0_13 += v * s13
+                    a0_14 += v * s14
+                    a0_15 += v * s15
+                    v = wr1[i]
+                    a1_0 += v * s0
+                    a1_1 += v * s1
+                    a1_2 += v * s2
+                    a1_3 += v * s3
+                    a1_4 += v * s4
+                    a1_5 += v * s5
+                    a1_6 += v * s6
+                    a1_7 += v * s7
+                    a1_8 += v * s8
+                    a1_9 += v * s9
+                    a1_10 += v * s10
+                    a1_11 += v * s11
+                    a1_12 += v * s12
+                    a1_13 += v * s13
+                    a1_14 += v * s14
+                    a1_15 += v * s15
+                    v = wr2[i]
+                    a2_0 += v * s0
+                    a2_1 += v * s1
+                    a2_2 += v * s2
+                    a2_3 += v * s3
+                    a2_4 += v * s4
+                    a2_5 += v * s5
+                    a2_6 += v * s6
+                    a2_7 += v * s7
+                    a2_8 += v * s8
+                    a2_9 += v * s9
+                    a2_10 += v * s10
+                    a2_11 += v * s11
+                    a2_12 += v * s12
+                    a2_13 += v * s13
+                    a2_14 += v * s14
+                    a2_15 += v * s15
+                    v = wr3[i]
+                    a3_0 += v * s0
+                    a3_1 += v * s1
+                    a3_2 += v * s2
+                    a3_3 += v * s3
+                    a3_4 += v * s4
+                    a3_5 += v * s5
+                    a3_6 += v * s6
+                    a3_7 += v * s7
+                    a3_8 += v * s8
+                    a3_9 += v * s9
+                    a3_10 += v * s10
+                    a3_11 += v * s11
+                    a3_12 += v * s12
+                    a3_13 += v * s13
+                    a3_14 += v * s14
+                    a3_15 += v * s15
+                wr0 = wu[j + 0]
+                wr1 = wu[j + 1]
+                wr2 = wu[j + 2]
+                wr3 = wu[j + 3]
+                for i in range(nu):
+                    s = rows[offu + i]
+                    s0 = s[0]
+                    s1 = s[1]
+                    s2 = s[2]
+                    s3 = s[3]
+                    s4 = s[4]
+                    s5 = s[5]
+                    s6 = s[6]
+                    s7 = s[7]
+                    s8 = s[8]
+                    s9 = s[9]
+                    s10 = s[10]
+                    s11 = s[11]
+                    s12 = s[12]
+                    s13 = s[13]
+                    s14 = s[14]
+                    s15 = s[15]
+                    v = wr0[i]
+                    a0_0 += v * s0
+                    a0_1 += v * s1
+                    a0_2 += v * s2
+                    a0_3 += v * s3
+                    a0_4 += v * s4
+                    a0_5 += v * s5
+                    a0_6 += v * s6
+                    a0_7 += v * s7
+                    a0_8 += v * s8
+                    a0_9 += v * s9
+                    a0_10 += v * s10
+                    a0_11 += v * s11
+                    a0_12 += v * s12
+                    a0_13 += v * s13
+                    a0_14 += v * s14
+                    a0_15 += v * s15
+                    v = wr1[i]
+                    a1_0 += v * s0
+                    a1_1 += v * s1
+                    a1_2 += v * s2
+                    a1_3 += v * s3
+                    a1_4 += v * s4
+                    a1_5 += v * s5
+                    a1_6 += v * s6
+                    a1_7 += v * s7
+                    a1_8 += v * s8
+                    a1_9 += v * s9
+                    a1_10 += v * s10
+                    a1_11 += v * s11
+                    a1_12 += v * s12
+                    a1_13 += v * s13
+                    a1_14 += v * s14
+                    a1_15 += v * s15
+                    v = wr2[i]
+                    a2_0 += v * s0
+                    a2_1 += v * s1
+                    a2_2 += v * s2
+                    a2_3 += v * s3
+                    a2_4 += v * s4
+                    a2_5 += v * s5
+                    a2_6 += v * s6
+                    a2_7 += v * s7
+                    a2_8 += v * s8
+                    a2_9 += v * s9
+                    a2_10 += v * s10
+                    a2_11 += v * s11
+                    a2_12 += v * s12
+                    a2_13 += v * s13
+                    a2_14 += v * s14
+                    a2_15 += v * s15
+                    v = wr3[i]
+                    a3_0 += v * s0
+                    a3_1 += v * s1
+                    a3_2 += v * s2
+                    a3_3 += v * s3
+                    a3_4 += v * s4
+                    a3_5 += v * s5
+                    a3_6 += v * s6
+                    a3_7 += v * s7
+                    a3_8 += v * s8
+                    a3_9 += v * s9
+                    a3_10 += v * s10
+                    a3_11 += v * s11
+                    a3_12 += v * s12
+                    a3_13 += v * s13
+                    a3_14 += v * s14
+                    a3_15 += v * s15
+                lj = lo[j + 0]
+                hj = hi[j + 0]
+                row = rows[off + j + 0]
+                v = lj if a0_0 < lj else a0_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                row[0] = v
+                v = lj if a0_1 < lj else a0_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                row[1] = v
+                v = lj if a0_2 < lj else a0_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                row[2] = v
+                v = lj if a0_3 < lj else a0_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                row[3] = v
+                v = lj if a0_4 < lj else a0_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                row[4] = v
+                v = lj if a0_5 < lj else a0_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                row[5] = v
+                v = lj if a0_6 < lj else a0_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                row[6] = v
+                v = lj if a0_7 < lj else a0_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                row[7] = v
+                v = lj if a0_8 < lj else a0_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                row[8] = v
+                v = lj if a0_9 < lj else a0_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                row[9] = v
+                v = lj if a0_10 < lj else a0_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                row[10] = v
+                v = lj if a0_11 < lj else a0_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                row[11] = v
+                v = lj if a0_12 < lj else a0_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                row[12] = v
+                v = lj if a0_13 < lj else a0_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                row[13] = v
+                v = lj if a0_14 < lj else a0_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                row[14] = v
+                v = lj if a0_15 < lj else a0_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                row[15] = v
+                lj = lo[j + 1]
+                hj = hi[j + 1]
+                row = rows[off + j + 1]
+                v = lj if a1_0 < lj else a1_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                row[0] = v
+                v = lj if a1_1 < lj else a1_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                row[1] = v
+                v = lj if a1_2 < lj else a1_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                row[2] = v
+                v = lj if a1_3 < lj else a1_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                row[3] = v
+                v = lj if a1_4 < lj else a1_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                row[4] = v
+                v = lj if a1_5 < lj else a1_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                row[5] = v
+                v = lj if a1_6 < lj else a1_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                row[6] = v
+                v = lj if a1_7 < lj else a1_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                row[7] = v
+                v = lj if a1_8 < lj else a1_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                row[8] = v
+                v = lj if a1_9 < lj else a1_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                row[9] = v
+                v = lj if a1_10 < lj else a1_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                row[10] = v
+                v = lj if a1_11 < lj else a1_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                row[11] = v
+                v = lj if a1_12 < lj else a1_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                row[12] = v
+                v = lj if a1_13 < lj else a1_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                row[13] = v
+                v = lj if a1_14 < lj else a1_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                row[14] = v
+                v = lj if a1_15 < lj else a1_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                row[15] = v
+                lj = lo[j + 2]
+                hj = hi[j + 2]
+                row = rows[off + j + 2]
+                v = lj if a2_0 < lj else a2_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                row[0] = v
+                v = lj if a2_1 < lj else a2_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                row[1] = v
+                v = lj if a2_2 < lj else a2_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                row[2] = v
+                v = lj if a2_3 < lj else a2_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                row[3] = v
+                v = lj if a2_4 < lj else a2_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                row[4] = v
+                v = lj if a2_5 < lj else a2_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                row[5] = v
+                v = lj if a2_6 < lj else a2_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                row[6] = v
+                v = lj if a2_7 < lj else a2_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                row[7] = v
+                v = lj if a2_8 < lj else a2_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                row[8] = v
+                v = lj if a2_9 < lj else a2_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                row[9] = v
+                v = lj if a2_10 < lj else a2_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                row[10] = v
+                v = lj if a2_11 < lj else a2_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                row[11] = v
+                v = lj if a2_12 < lj else a2_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                row[12] = v
+                v = lj if a2_13 < lj else a2_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                row[13] = v
+                v = lj if a2_14 < lj else a2_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                row[14] = v
+                v = lj if a2_15 < lj else a2_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                row[15] = v
+                lj = lo[j + 3]
+                hj = hi[j + 3]
+                row = rows[off + j + 3]
+                v = lj if a3_0 < lj else a3_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                row[0] = v
+                v = lj if a3_1 < lj else a3_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                row[1] = v
+                v = lj if a3_2 < lj else a3_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                row[2] = v
+                v = lj if a3_3 < lj else a3_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                row[3] = v
+                v = lj if a3_4 < lj else a3_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                row[4] = v
+                v = lj if a3_5 < lj else a3_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                row[5] = v
+                v = lj if a3_6 < lj else a3_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                row[6] = v
+                v = lj if a3_7 < lj else a3_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                row[7] = v
+                v = lj if a3_8 < lj else a3_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                row[8] = v
+                v = lj if a3_9 < lj else a3_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                row[9] = v
+                v = lj if a3_10 < lj else a3_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                row[10] = v
+                v = lj if a3_11 < lj else a3_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                row[11] = v
+                v = lj if a3_12 < lj else a3_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                row[12] = v
+                v = lj if a3_13 < lj else a3_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                row[13] = v
+                v = lj if a3_14 < lj else a3_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                row[14] = v
+                v = lj if a3_15 < lj else a3_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                row[15] = v
+                j += 4
+            while j + 1 <= n:
+                b = base[j + 0]
+                a0_0 = b[0]
+                a0_1 = b[1]
+                a0_2 = b[2]
+                a0_3 = b[3]
+                a0_4 = b[4]
+                a0_5 = b[5]
+                a0_6 = b[6]
+                a0_7 = b[7]
+                a0_8 = b[8]
+                a0_9 = b[9]
+                a0_10 = b[10]
+                a0_11 = b[11]
+                a0_12 = b[12]
+                a0_13 = b[13]
+                a0_14 = b[14]
+                a0_15 = b[15]
+                wr0 = wd[j + 0]
+                for i in range(nd):
+                    s = rows[offd + i]
+                    s0 = s[0]
+                    s1 = s[1]
+                    s2 = s[2]
+                    s3 = s[3]
+                    s4 = s[4]
+                    s5 = s[5]
+                    s6 = s[6]
+                    s7 = s[7]
+                    s8 = s[8]
+                    s9 = s[9]
+                    s10 = s[10]
+                    s11 = s[11]
+                    s12 = s[12]
+                    s13 = s[13]
+                    s14 = s[14]
+                    s15 = s[15]
+                    v = wr0[i]
+                    a0_0 += v * s0
+                    a0_1 += v * s1
+                    a0_2 += v * s2
+                    a0_3 += v * s3
+                    a0_4 += v * s4
+                    a0_5 += v * s5
+                    a0_6 += v * s6
+                    a0_7 += v * s7
+                    a0_8 += v * s8
+                    a0_9 += v * s9
+                    a0_10 += v * s10
+                    a0_11 += v * s11
+                    a0_12 += v * s12
+                    a0_13 += v * s13
+                    a0_14 += v * s14
+                    a0_15 += v * s15
+                wr0 = wu[j + 0]
+                for i in range(nu):
+                    s = rows[offu + i]
+                    s0 = s[0]
+                    s1 = s[1]
+                    s2 = s[2]
+                    s3 = s[3]
+                    s4 = s[4]
+                    s5 = s[5]
+                    s6 = s[6]
+                    s7 = s[7]
+                    s8 = s[8]
+                    s9 = s[9]
+                    s10 = s[10]
+                    s11 = s[11]
+                    s12 = s[12]
+                    s13 = s[13]
+                    s14 = s[14]
+                    s15 = s[15]
+                    v = wr0[i]
+                    a0_0 += v * s0
+                    a0_1 += v * s1
+                    a0_2 += v * s2
+                    a0_3 += v * s3
+                    a0_4 += v * s4
+                    a0_5 += v * s5
+                    a0_6 += v * s6
+                    a0_7 += v * s7
+                    a0_8 += v * s8
+                    a0_9 += v * s9
+                    a0_10 += v * s10
+                    a0_11 += v * s11
+                    a0_12 += v * s12
+                    a0_13 += v * s13
+                    a0_14 += v * s14
+                    a0_15 += v * s15
+                lj = lo[j + 0]
+                hj = hi[j + 0]
+                row = rows[off + j + 0]
+                v = lj if a0_0 < lj else a0_0
+                v = hj if v > hj else v
+                v = v if m0 != 0.0 else zero
+                row[0] = v
+                v = lj if a0_1 < lj else a0_1
+                v = hj if v > hj else v
+                v = v if m1 != 0.0 else zero
+                row[1] = v
+                v = lj if a0_2 < lj else a0_2
+                v = hj if v > hj else v
+                v = v if m2 != 0.0 else zero
+                row[2] = v
+                v = lj if a0_3 < lj else a0_3
+                v = hj if v > hj else v
+                v = v if m3 != 0.0 else zero
+                row[3] = v
+                v = lj if a0_4 < lj else a0_4
+                v = hj if v > hj else v
+                v = v if m4 != 0.0 else zero
+                row[4] = v
+                v = lj if a0_5 < lj else a0_5
+                v = hj if v > hj else v
+                v = v if m5 != 0.0 else zero
+                row[5] = v
+                v = lj if a0_6 < lj else a0_6
+                v = hj if v > hj else v
+                v = v if m6 != 0.0 else zero
+                row[6] = v
+                v = lj if a0_7 < lj else a0_7
+                v = hj if v > hj else v
+                v = v if m7 != 0.0 else zero
+                row[7] = v
+                v = lj if a0_8 < lj else a0_8
+                v = hj if v > hj else v
+                v = v if m8 != 0.0 else zero
+                row[8] = v
+                v = lj if a0_9 < lj else a0_9
+                v = hj if v > hj else v
+                v = v if m9 != 0.0 else zero
+                row[9] = v
+                v = lj if a0_10 < lj else a0_10
+                v = hj if v > hj else v
+                v = v if m10 != 0.0 else zero
+                row[10] = v
+                v = lj if a0_11 < lj else a0_11
+                v = hj if v > hj else v
+                v = v if m11 != 0.0 else zero
+                row[11] = v
+                v = lj if a0_12 < lj else a0_12
+                v = hj if v > hj else v
+                v = v if m12 != 0.0 else zero
+                row[12] = v
+                v = lj if a0_13 < lj else a0_13
+                v = hj if v > hj else v
+                v = v if m13 != 0.0 else zero
+                row[13] = v
+                v = lj if a0_14 < lj else a0_14
+                v = hj if v > hj else v
+                v = v if m14 != 0.0 else zero
+                row[14] = v
+                v = lj if a0_15 < lj else a0_15
+                v = hj if v > hj else v
+                v = v if m15 != 0.0 else zero
+                row[15] = v
+                j += 1
     res[0] = r0
     res[1] = r1
     res[2] = r2

@@ -66,29 +66,32 @@ def wide(U=4):
     o = [
         "@njit(cache=True)",
         "def _wide_hidden(  # pragma: no cover - compiled",
-        "    rows, off, n, base, wd, offd, nd, wu, offu, nu, den, lo, hi, divide, mask, res",
+        "    rows, off, n, base, wd, offd, nd, wu, offu, nu, den, lo, hi, divide, mask, res, track",
         "):  # fmt: skip",
         '    """Hidden layer at ``rows[off : off + n]`` of one chunk, in registers: unit j gets',
         "    ``base[j]`` plus ``nd`` terms ``wd[j, i]·rows[offd + i]`` and ``nu`` terms",
         "    ``wu[j, i]·rows[offu + i]`` in order, then :func:`_finish_hidden`'s update; for",
         f"    layers whose units have few neighbours (a wide layer under a narrow one). {U} units",
-        '    at a time (independent sums that overlap in the pipeline), the rest one by one."""',
+        "    at a time (independent sums that overlap in the pipeline), the rest one by one.",
+        '    ``track``: the residual into ``res`` (else left alone: a sweep nobody checks)."""',
     ]
     o += [f"    m{l} = mask[{l}]" for l in range(L)]
     o += [f"    r{l} = res[{l}]" for l in range(L)]
     o.append("    zero = m0 - m0  # in the states' type: the residual in it too")
-    for div in (True, False):
-        o.append("    if divide:" if div else "    else:")
-        o.append("        j = 0")
-        for block in (U, 1):
-            o.append(f"        while j + {block} <= n:")
-            o += _wide_block(block, div, "            ")
-            o.append(f"            j += {block}")
+    for track in (True, False):
+        o.append("    if track:" if track else "    else:")
+        for div in (True, False):
+            o.append("        if divide:" if div else "        else:")
+            o.append("            j = 0")
+            for block in (U, 1):
+                o.append(f"            while j + {block} <= n:")
+                o += _wide_block(block, div, "                ", track)
+                o.append(f"                j += {block}")
     o += [f"    res[{l}] = r{l}" for l in range(L)]
     return "\n".join(o)
 
 
-def _wide_block(U, div, I):
+def _wide_block(U, div, I, track):
     """Units j .. j+U−1: sums a{u}_{l}, each in the one-unit order."""
     o = []
     for u in range(U):
@@ -114,10 +117,13 @@ def _wide_block(U, div, I):
                 I + f"v = lj if a{u}_{l} < lj else a{u}_{l}",
                 I + "v = hj if v > hj else v",
                 I + f"v = v if m{l} != 0.0 else zero",
-                I + f"d = abs(v - row[{l}])",
-                I + f"r{l} = r{l} if (r{l} >= d or r{l} != r{l}) else d",
-                I + f"row[{l}] = v",
             ]
+            if track:
+                o += [
+                    I + f"d = abs(v - row[{l}])",
+                    I + f"r{l} = r{l} if (r{l} >= d or r{l} != r{l}) else d",
+                ]
+            o.append(I + f"row[{l}] = v")
     return o
 
 

@@ -50,22 +50,23 @@ def _slp():
 @njit(cache=True)
 def _update_layer(  # pragma: no cover - compiled
     S, k, L, sizes, offs, base1, nbase, brows, wt, w, den, lo, hi, divide, sc, of, olo, ohi,
-    mask, t, res,
+    mask, t, res, track,
 ):  # fmt: skip
     """Exact minimiser of free layer ``k`` (1-based) for every chunk of 16 samples, in place."""
     for c in range(S.shape[0]):
         _update_chunk(
             S, c, k, L, sizes, offs, base1, nbase, brows, wt, w, den, lo, hi, divide, sc, of,
-            olo, ohi, mask, t, res,
+            olo, ohi, mask, t, res, track,
         )  # fmt: skip
 
 
 @njit(cache=True)
 def _update_chunk(  # pragma: no cover - compiled
     S, c, k, L, sizes, offs, base1, nbase, brows, wt, w, den, lo, hi, divide, sc, of, olo, ohi,
-    mask, t, res,
+    mask, t, res, track,
 ):  # fmt: skip
-    """Exact minimiser of free layer ``k`` (1-based) for chunk ``c`` of 16 samples, in place."""
+    """Exact minimiser of free layer ``k`` (1-based) for chunk ``c`` of 16 samples, in place;
+    ``track``: the residual into ``res`` (a wide hidden layer skips it otherwise)."""
     n = sizes[k]
     nd = sizes[k - 1] if k >= 2 else 0
     nu = sizes[k + 1] if k < L else 0
@@ -76,7 +77,7 @@ def _update_chunk(  # pragma: no cover - compiled
         h = k - 1
         _wide_hidden(
             rows, offs[k], n, base, wt[k - 2] if k >= 2 else w[k - 1], offs[k - 1], nd,
-            w[k - 1], offs[k + 1], nu, den[h], lo[h], hi[h], divide, m, res,
+            w[k - 1], offs[k + 1], nu, den[h], lo[h], hi[h], divide, m, res, track,
         )  # fmt: skip
         return
     j = 0
@@ -123,13 +124,13 @@ def _sweep_chunks(  # pragma: no cover - compiled
     for c in prange(S.shape[0]):
         t = np.zeros((4, 16), S.dtype)
         res = np.zeros(16, S.dtype)
-        for _ in range(sweeps):
+        for sweep in range(sweeps):
             res[:] = 0
             for parity in (1, 2):
                 for k in range(parity, L + 1, 2):
                     _update_chunk(
                         S, c, k, L, sizes, offs, base1, nbase, brows, wt, w, den, lo, hi,
-                        divide, sc, of, olo, ohi, mask, t, res,
+                        divide, sc, of, olo, ohi, mask, t, res, sweep == sweeps - 1,
                     )  # fmt: skip
         for lane in range(16):
             resc[c, lane] = res[lane]
@@ -182,13 +183,14 @@ def _relax(  # pragma: no cover - compiled
     else:
         for done in range(1, sweeps + 1):
             res[:] = 0
+            check = tol > 0.0 or done == sweeps  # the residual of other sweeps is not read
             for parity in (1, 2):
                 for k in range(parity, L + 1, 2):
                     _update_layer(
                         S, k, L, sizes, offs, base1, nbase, brows, wt, w, den, lo, hi, divide,
-                        sc, of, olo, ohi, mask, t, res,
+                        sc, of, olo, ohi, mask, t, res, check,
                     )  # fmt: skip
-            if tol > 0.0 or done == sweeps:
+            if check:
                 residual = _lane_max(res)
                 if not (residual == residual and abs(residual) < np.inf):
                     break

@@ -62,7 +62,9 @@ def _tail(l):
     ]
 
 
-def wide(U=4):
+def wide(U=1):
+    per = f"{U} units at a time." if U > 1 else "unit by unit."
+    per += '"""'
     o = [
         "@njit(cache=True)",
         "def _wide_hidden(  # pragma: no cover - compiled",
@@ -71,9 +73,8 @@ def wide(U=4):
         '    """Hidden layer at ``rows[off : off + n]`` of one chunk, in registers: unit j gets',
         "    ``base[j]`` plus ``nd`` terms ``wd[j, i]·rows[offd + i]`` and ``nu`` terms",
         "    ``wu[j, i]·rows[offu + i]`` in order, then :func:`_finish_hidden`'s update; for",
-        f"    layers whose units have few neighbours (a wide layer under a narrow one). {U} units",
-        "    at a time (independent sums that overlap in the pipeline), the rest one by one.",
-        '    ``track``: the residual into ``res`` (else left alone: a sweep nobody checks)."""',
+        "    layers whose units have few neighbours (a wide layer under a narrow one). ``track``:",
+        "    the residual into ``res`` (else left alone: a sweep nobody checks); " + per,
     ]
     o += [f"    m{l} = mask[{l}]" for l in range(L)]
     o += [f"    r{l} = res[{l}]" for l in range(L)]
@@ -83,7 +84,7 @@ def wide(U=4):
         for div in (True, False):
             o.append("        if divide:" if div else "        else:")
             o.append("            j = 0")
-            for block in (U, 1):
+            for block in (U, 1) if U > 1 else (1,):
                 o.append(f"            while j + {block} <= n:")
                 o += _wide_block(block, div, "                ", track)
                 o.append(f"                j += {block}")

@@ -110,3 +110,28 @@ def test_busy_neighbour_is_killed_when_the_block_raises():
     with pytest.raises(KeyboardInterrupt), th.busy_neighbour() as proc:
         raise KeyboardInterrupt
     assert proc.returncode is not None and not _alive(proc.pid)
+
+
+def test_programming_a_device_chip_keeps_torchs_thread_count():
+    """numba's OpenMP pool, started by the first device-programming kernel, shares torch's
+    runtime and would reset torch's count to the pool size: a 1-thread run (the default beside
+    a busy neighbour) would silently go on with 2. In a fresh process, the count stays 1."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch\n"
+        "torch.set_num_threads(1)\n"
+        "from npusim.chip import load_chip\n"
+        "from npusim.circuits import make_network\n"
+        "from npusim.devices import make_synapses\n"
+        "net = make_network('dhn', [20, 16, 4], seed=0)\n"
+        "syn = make_synapses(load_chip('rram'), net.params(), net.signed, seed=0)\n"
+        "syn.apply(net.params(), [torch.full_like(p, 0.01) for p in net.params()])\n"
+        "syn.refresh()\n"
+        "print(torch.get_num_threads(), syn.total_pulses > 0)\n"
+    )
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         timeout=300, check=True).stdout.split()  # fmt: skip
+    assert out == ["1", "True"]

@@ -316,6 +316,14 @@ class LayeredNetwork(ABC):
                 raise ValueError(f"parameter shape {tuple(q.shape)} != {tuple(p.shape)}")
             p.copy_(q)
 
+    def buffers(self) -> list[Tensor]:
+        """No state beyond the parameters."""
+        return []
+
+    def load_buffers(self, buffers: list[Tensor]) -> None:
+        if buffers:
+            raise ValueError(f"{type(self).__name__} holds no buffers, got {len(buffers)}")
+
     def _output_operator(
         self, beta: float | Tensor, target: Tensor | None, input_drive: Tensor
     ) -> tuple[Tensor | None, Tensor, tuple[Tensor, Tensor] | None]:

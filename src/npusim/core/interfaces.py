@@ -115,6 +115,13 @@ class Network(Protocol):
 
     def load_params(self, params: list[Tensor]) -> None: ...
 
+    def buffers(self) -> list[Tensor]:
+        """State that is not a parameter but must be saved with one (batch norms' running
+        statistics); empty for most networks."""
+        ...
+
+    def load_buffers(self, buffers: list[Tensor]) -> None: ...
+
     def energy(self, x: Tensor, state: list[Tensor]) -> Tensor: ...
 
     def relax(

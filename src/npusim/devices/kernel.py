@@ -20,11 +20,18 @@ device(s), ``m0, m1`` bank row of each device's down step (its up step is the ne
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import numba
 import numpy as np
+import torch
 from numba import njit, prange
 
 from npusim.devices.pulsed import FROZEN, HI, LO, NOISE, RATE
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 RECORD = np.dtype([("y0", "<f4"), ("y1", "<f4"), ("m0", "<i2"), ("m1", "<i2"), ("c0", "<i4")])
 
@@ -230,6 +237,24 @@ apply_outer.__doc__ += "\n\n    " + _ARGS_DOC
 def set_threads(n: int) -> None:
     """Use ``n`` threads in the kernel (capped at numba's pool size)."""
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+
+def on_torch_threads(method: F) -> F:
+    """Run ``method``'s kernels on torch's thread count, and keep that count: numba's OpenMP
+    pool, started by its first parallel call, shares torch's runtime and resets torch's count
+    to the pool size (a 1-thread default beside a busy neighbour would silently become 2)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        threads = torch.get_num_threads()
+        set_threads(threads)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @njit(parallel=True, cache=True)

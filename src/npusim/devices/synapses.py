@@ -220,6 +220,7 @@ class DeviceSynapses:
         return pair_step
 
     # -- programming -----------------------------------------------------------------
+    @kernel.on_torch_threads
     def _run(self, i: int, key: np.uint64, x: Any, acc: Tensor | None = None) -> int:
         """Program desired pulses ``x`` (dense rows, or an ``OuterProduct`` whose all-zero
         ``left`` rows are skipped) into tensor ``i``'s devices: the numba kernel, or the torch
@@ -238,7 +239,6 @@ class DeviceSynapses:
             else:
                 total = torch_kernel.apply_dense(_t32(x.reshape(rows, -1)), *args)
         else:
-            kernel.set_threads(torch.get_num_threads())
             total = np.zeros(rows, np.int64)
             common = (
                 key, stochastic, mode, _records(self.rec[i]), self.c1[i].numpy(), self._bank_np,
@@ -287,6 +287,7 @@ class DeviceSynapses:
         return self._run(i, key, pulses, acc)
 
     @torch.no_grad()
+    @kernel.on_torch_threads
     def program_batch(self, i: int, rows: Tensor, cols: Tensor | None = None) -> int:
         """Program a batch of whole pulse counts into tensor ``i``, sample after sample, in
         one kernel call (:mod:`npusim.devices.coincidence`): the coincidence counts
@@ -294,7 +295,6 @@ class DeviceSynapses:
         with ``cols`` None the counts ``rows[s]`` (S, n_in, n_out). Each sample draws its
         write noise from its own stream, as one :meth:`program` call. Returns pulses fired.
         Runs in numba on the CPU (off the CPU: on copies, written back)."""
-        kernel.set_threads(torch.get_num_threads())
         mode = self.mode if self.signed[i] else kernel.ONE_DEVICE
         with self._numpy_state(i) as (rec, c1, w):
             common = (
@@ -331,6 +331,7 @@ class DeviceSynapses:
         return {}
 
     @torch.no_grad()
+    @kernel.on_torch_threads
     def refresh(self) -> None:
         """Check every pair and refresh the saturated ones (see :func:`kernel.refresh_pairs`).
 
@@ -340,7 +341,6 @@ class DeviceSynapses:
         devices by gradual pulses only. Runs in numba on the CPU (off the CPU: on copies of
         the records, written back; a refresh is rare).
         """
-        kernel.set_threads(torch.get_num_threads())
         for i, y in enumerate(self.y):
             if y is None or not self.signed[i]:
                 continue

@@ -136,11 +136,6 @@ class TrainState:
     best_buffers: list[Tensor] | None = None  # the network's state at that epoch (batch norms)
 
 
-def _buffers(model: Network) -> list[Tensor]:
-    """The network's state that is not a parameter (batch norms' running statistics)."""
-    return list(model.buffers()) if hasattr(model, "buffers") else []
-
-
 class Trainer:
     """Trains a network on a dataset with a gradient estimator, one step or epoch at a time.
 
@@ -346,7 +341,7 @@ class Trainer:
             )
         if self.best is None or val_err < self.best.val_error:
             self.state.best_params = [p.clone() for p in self.model.params()]
-            self.state.best_buffers = [b.clone() for b in _buffers(self.model)]
+            self.state.best_buffers = [b.clone() for b in self.model.buffers()]
         self.state.history.append(rec)
         return rec
 
@@ -363,7 +358,7 @@ class Trainer:
             "epoch": self.state.epoch,
             "params": [p.detach().cpu().clone() for p in self.model.params()],
             "best_params": _on_cpu(self.state.best_params),
-            "buffers": _on_cpu(_buffers(self.model)),
+            "buffers": _on_cpu(self.model.buffers()),
             "best_buffers": _on_cpu(self.state.best_buffers),
             "history": [r.to_dict() for r in self.state.history],
             "optim": _on_cpu(self.optim.state_dict()),
@@ -375,7 +370,7 @@ class Trainer:
     def load_checkpoint(self, ckpt: dict) -> None:
         self.model.load_params(ckpt["params"])
         if ckpt.get("buffers"):  # batch norms' running statistics
-            self.model.load_buffers(ckpt["buffers"])  # type: ignore[attr-defined]
+            self.model.load_buffers(ckpt["buffers"])
         self.state = TrainState(
             epoch=ckpt["epoch"],
             history=[EpochRecord(**r) for r in ckpt["history"]],

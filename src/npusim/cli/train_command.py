@@ -191,10 +191,10 @@ def _train_rank(a: argparse.Namespace) -> None:
     """One rank of a data-parallel run (in a spawned process or under torchrun)."""
     from npusim.cost.constants import drn_power_scale_w
     from npusim.report import report_ledger
+    from npusim.runtime.device import resolve_device
     from npusim.runtime.ledger import Ledger
     from npusim.runtime.parallel import init
     from npusim.runtime.run import train_run
-    from npusim.runtime.train import resolve_device
 
     if a.out is None:
         raise CliError("data-parallel training needs --out RUN_FOLDER (the ranks share it)")

@@ -23,7 +23,7 @@ from npusim.devices import DeviceSynapses, make_synapses
 from npusim.devices.converters import Periphery, periphery_for
 from npusim.learning.estimators import make_estimator
 from npusim.runtime.config import TrainConfig
-from npusim.runtime.device import resolve_device  # noqa: F401 - re-exported
+from npusim.runtime.device import resolve_device
 from npusim.runtime.inarray import InArrayUpdater
 from npusim.runtime.ledger import Ledger
 from npusim.runtime.optim import SGD, apply_ideal

@@ -161,3 +161,43 @@ def test_chunks_on_two_threads_equal_one_thread_exactly(sizes):
         one, two = runs
         assert all(torch.equal(a, b) for a, b in zip(one.state, two.state, strict=True))
         assert (one.sweeps, one.residual) == (two.sweeps, two.residual)
+
+
+@pytest.mark.parametrize("betas", [(0.3, -0.3), (0.3,), (-0.2,), (0.5, -0.1, 0.2), (math.inf,)])
+@pytest.mark.parametrize("batch", [16, 5, 35])
+def test_fused_phases_equal_the_two_relaxations_bit_for_bit(betas, batch):
+    """``relax_phases`` in one compiled call gives the states, sweeps and residuals of the
+    reference sequence (a fused free ``relax``, then a fused nudged ``relax`` of the tiles)."""
+    from npusim.circuits.phases import relax_phases
+
+    m, x, t = _dhn((20, 37, 9, 5), batch)
+    ref_free, ref = relax_phases(m, x, t, betas, sweeps=7, free_sweeps=9)
+    free, nudged = m.relax_phases(x, t, betas, sweeps=7, free_sweeps=9)
+    assert free.sweeps == ref_free.sweeps == 9 and free.residual == ref_free.residual
+    assert all(torch.equal(a, b) for a, b in zip(free.state, ref_free.state, strict=True))
+    assert len(nudged) == len(betas)
+    for got, want in zip(nudged, ref, strict=True):
+        assert got.sweeps == want.sweeps == 7 and got.residual == want.residual
+        assert all(torch.equal(a, b) for a, b in zip(got.state, want.state, strict=True))
+    m.fused = False  # and the reference relaxation agrees to float rounding
+    slow_free, slow = m.relax_phases(x, t, betas, sweeps=7, free_sweeps=9)
+    assert _gap(slow_free, free) <= 1e-5
+    assert max(_gap(a, b) for a, b in zip(slow, nudged, strict=True)) <= 1e-5
+
+
+def test_fused_phases_on_a_drn_stop_on_the_same_sweep_and_refuse_bad_betas():
+    from npusim.circuits.phases import relax_phases
+
+    m = DeepResistive([12, 24, 6], input_gain=480.0, seed=3)
+    x = torch.rand(4, 12)
+    t = torch.nn.functional.one_hot(torch.arange(4) % 6, 6).float()
+    ref_free, ref = relax_phases(m, x, t, (0.5, -0.5), sweeps=300, tol=1e-4)
+    free, nudged = m.relax_phases(x, t, (0.5, -0.5), sweeps=300, tol=1e-4)
+    assert free.sweeps == ref_free.sweeps < 300 and nudged[0].sweeps == ref[0].sweeps < 300
+    assert all(torch.equal(a, b) for a, b in zip(nudged[1].state, ref[1].state, strict=True))
+    for bad, match in [((), "at least one"), ((0.0,), "non-zero"), ((1.0, math.inf), "finite")]:
+        with pytest.raises(ValueError, match=match):
+            m.relax_phases(x, t, bad)
+    m.weights[1][0, 0] = float("nan")
+    with pytest.raises(RelaxationDiverged, match="diverged"):
+        m.relax_phases(x, t, (0.5, -0.5), sweeps=3)

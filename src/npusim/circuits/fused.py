@@ -202,6 +202,29 @@ def _relax(  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _relax_phases(  # pragma: no cover - compiled
+    free_out, nudged_out, L, sizes, offs, base_free, base_nudged, wt, w, bias, den, lo, hi,
+    divide, free_scale, free_offset, scale, offset, olo, ohi, free_sweeps, sweeps, tol,
+    parallel,
+):  # fmt: skip
+    """The free relaxation from zero into ``free_out``, then the nudged tiles from its
+    equilibrium (sample r of the nudged batch starts at sample r mod batch) into
+    ``nudged_out``; returns (free sweeps, free residual, nudged sweeps, nudged residual). A
+    diverged free phase (NaN/inf) stops there: the nudged phase is not run (0 sweeps)."""
+    fd, fr = _relax(
+        free_out, False, free_out, L, sizes, offs, base_free, base_free.shape[0], wt, w, bias,
+        den, lo, hi, divide, free_scale, free_offset, olo, ohi, free_sweeps, tol, parallel,
+    )  # fmt: skip
+    if not (fr == fr and abs(fr) < np.inf):
+        return fd, fr, 0, fr
+    nd, nr = _relax(
+        free_out, True, nudged_out, L, sizes, offs, base_nudged, base_nudged.shape[0], wt, w,
+        bias, den, lo, hi, divide, scale, offset, olo, ohi, sweeps, tol, parallel,
+    )  # fmt: skip
+    return fd, fr, nd, nr
+
+
+@njit(cache=True)
 def _lane_max(res):  # pragma: no cover - compiled
     """The largest of the lanes' residuals, NaN if any is NaN."""
     residual = 0.0
@@ -356,23 +379,73 @@ def relax(
     L−1; ``den``: per hidden layer the divisor of its drive (None: none); ``base1``:
     :func:`chunked` input drive (whole chunks, reused cyclically by the tiles, or
     all ``batch`` rows); ``scale``, ``offset``: (batch, n_L) output operator
-    ``s_L = clamp((s_{L−1} W_{L−1} + b_{L−1})·scale + offset, out_lo, out_hi)``.
+    ``s_L = clamp((s_{L−1} W_{L−1} + b_{L−1})·scale + offset, out_lo, out_hi)`` (strided views,
+    e.g. expanded, are read in place).
     """
     p = plan
     out = tuple(torch.empty(batch, int(n), dtype=p.dtype) for n in p.sizes[1:])
     init = tuple(o.numpy() for o in out) if state is None else tuple(_np(s) for s in state)
+    weights = _weight_args(p, transposed, den)
+    with _threads(batch) as threads, _slp():
+        done, residual = _relax(
+            init, state is not None, tuple(o.numpy() for o in out), p.L, p.sizes, p.offs,
+            base1, base1.shape[0], *weights, scale.numpy(), offset.numpy(), p.olo, p.ohi,
+            sweeps, float(tol), threads > 1,
+        )  # fmt: skip
+    return list(out), int(done), float(residual)
+
+
+def relax_phases(
+    plan: Plan,
+    transposed: list[Tensor],
+    den: list[Tensor] | None,
+    bases: tuple[np.ndarray, np.ndarray],
+    batch: int,
+    tiles: int,
+    free_operator: tuple[Tensor, Tensor],
+    operator: tuple[Tensor, Tensor],
+    *,
+    free_sweeps: int,
+    sweeps: int,
+    tol: float,
+) -> tuple[tuple[list[Tensor], int, float], tuple[list[Tensor], int, float]]:
+    """The free relaxation of ``batch`` samples, then ``tiles`` nudged copies of it side by side
+    from its equilibrium, in one compiled call; returns ((state, sweeps, residual) of the free
+    phase, the same of the nudged tiles). ``bases``: the :func:`chunked` input drive of each
+    (as ``base1`` of :func:`relax`); ``free_operator``, ``operator``: each phase's output
+    ``(scale, offset)``, (batch, n_L) and (tiles·batch, n_L). A diverged free phase returns
+    its NaN residual and 0 nudged sweeps."""
+    p = plan
+    free = tuple(torch.empty(batch, int(n), dtype=p.dtype) for n in p.sizes[1:])
+    nudged = tuple(torch.empty(tiles * batch, int(n), dtype=p.dtype) for n in p.sizes[1:])
+    weights = _weight_args(p, transposed, den)
+    with _threads(tiles * batch) as threads, _slp():
+        fd, fr, nd, nr = _relax_phases(
+            tuple(o.numpy() for o in free), tuple(o.numpy() for o in nudged), p.L, p.sizes,
+            p.offs, bases[0], bases[1], *weights, free_operator[0].numpy(),
+            free_operator[1].numpy(), operator[0].numpy(), operator[1].numpy(), p.olo, p.ohi,
+            free_sweeps, sweeps, float(tol), threads > 1,
+        )  # fmt: skip
+    return (list(free), int(fd), float(fr)), (list(nudged), int(nd), float(nr))
+
+
+def _weight_args(p: Plan, transposed: list[Tensor], den: list[Tensor] | None) -> tuple:
+    """``(wt, w, bias, den, lo, hi, divide)`` of the compiled sweep, numpy views."""
+    dens = p.ones if den is None else tuple(_np(d) for d in den)
+    return tuple(_np(t) for t in transposed), p.w, p.bias, dens, p.lo, p.hi, p.divide
+
+
+@contextlib.contextmanager
+def _threads(batch: int):
+    """numba's thread count for a relaxation of ``batch`` samples (one chunk of 16 per thread
+    at most, no more than torch's count); torch's own count restored after (numba's OpenMP
+    pool, started on first use, shares torch's runtime and resets it)."""
     torch_threads = torch.get_num_threads()
     threads = min(torch_threads, numba.config.NUMBA_NUM_THREADS, -(-batch // LANES))
     if threads > 1:
         numba.set_num_threads(threads)
-    with _slp():
-        done, residual = _relax(
-            init, state is not None, tuple(o.numpy() for o in out), p.L, p.sizes, p.offs,
-            base1, base1.shape[0],
-            tuple(_np(t) for t in transposed), p.w, p.bias,
-            p.ones if den is None else tuple(_np(d) for d in den), p.lo, p.hi, p.divide,
-            _np(scale), _np(offset), p.olo, p.ohi, sweeps, float(tol), threads > 1,
-        )  # fmt: skip
-    if torch.get_num_threads() != torch_threads:  # numba's OpenMP pool, started on first use,
-        torch.set_num_threads(torch_threads)  # shares torch's runtime and resets its count
-    return list(out), int(done), float(residual)
+    try:
+        yield threads
+    finally:
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)

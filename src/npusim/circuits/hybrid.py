@@ -28,6 +28,7 @@ from npusim.circuits.arch import ArchError, Layer, Norm, Pool, parse_arch
 from npusim.circuits.block import FeedForwardLayer, HopfieldBlock
 from npusim.circuits.couplings import Conv, Coupling, Dense, Pooled
 from npusim.circuits.layered import LayeredNetwork
+from npusim.circuits.phases import relax_phases
 from npusim.core.interfaces import ArrayShape, Reader, Relaxation, Update
 from npusim.core.outer import dense
 
@@ -334,6 +335,8 @@ class HybridNetwork:
 
     def output(self, state: list[Tensor]) -> Tensor:
         return state[-1]
+
+    relax_phases = relax_phases  # the reference: free, then the nudged tiles as a whole
 
     cost = staticmethod(LayeredNetwork.cost)
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from npusim.chip.spec import ChipSpec
+from npusim.circuits.phases import check_betas, relax_phases, split_tiles, tile_betas
 from npusim.core.errors import NpusimError
 from npusim.core.interfaces import ArrayShape, Relaxation, Update, dense_arrays
 
@@ -193,13 +194,7 @@ class LayeredNetwork(ABC):
         nudged = isinstance(beta, Tensor) or beta != 0.0
         if nudged and target is None:
             raise ValueError("a nudged relaxation (beta != 0) needs a target")
-        lowest = float(beta.min()) if isinstance(beta, Tensor) else beta
-        if lowest < 0.0 and lowest + float(torch.as_tensor(self._output_curvature()).min()) <= 0:
-            raise NudgeNotConvex(
-                f"beta={lowest:g}: the −β phase makes the output energy non-convex (output "
-                f"curvature {float(torch.as_tensor(self._output_curvature()).min()):.3g}); "
-                "lower --beta, or use --variant positive (no −β phase)"
-            )
+        self._check_nudge(float(beta.min()) if isinstance(beta, Tensor) else beta)
         if self._can_fuse(x, state, beta, target):
             return self._relax_fused(x, state, beta, target, sweeps, tol, tile)
         s_in, input_drive = self._input(x)
@@ -245,29 +240,95 @@ class LayeredNetwork(ABC):
     def _can_fuse(self, x: Tensor, state, beta, target) -> bool:
         if not self.fused or self.num_layers < 2 or self.dtype not in FUSED_DTYPES:
             return False
-        tensors = [x, *self.params(), *(state or ()), target, beta]
-        if any(isinstance(t, Tensor) and t.requires_grad for t in tensors):
-            return False  # backprop differentiates through the reference relaxation
-        if not all(p.is_contiguous() and p.dtype == self.dtype for p in self.params()):
-            return False
-        if any(t.device.type != "cpu" for t in (x, *self.params())):
+        for t in (x, target, beta, *(state or ())):
+            if isinstance(t, Tensor) and t.requires_grad:
+                return False  # backprop differentiates through the reference relaxation
+        if x.device.type != "cpu":
             return False  # compiled for the CPU (numba); other devices run the reference
+        for p in self.params():
+            if p.requires_grad or p.dtype != self.dtype or p.device.type != "cpu":
+                return False
+            if not p.is_contiguous():
+                return False
         return self._fused_units() is not None
 
-    def _relax_fused(self, x, state, beta, target, sweeps, tol, tile) -> Relaxation:
-        """:meth:`relax` through :func:`npusim.circuits.fused.relax` (same semantics)."""
+    def _check_nudge(self, lowest: float) -> None:
+        """Raise :class:`NudgeNotConvex` if a nudge of ``lowest`` (the most negative β) leaves
+        the output energy without a minimum."""
+        if lowest >= 0.0:
+            return
+        c = self._output_curvature()
+        c = float(c.min()) if isinstance(c, Tensor) else float(c)
+        if lowest + c <= 0:
+            raise NudgeNotConvex(
+                f"beta={lowest:g}: the −β phase makes the output energy non-convex (output "
+                f"curvature {c:.3g}); lower --beta, or use --variant positive (no −β phase)"
+            )
+
+    def relax_phases(
+        self,
+        x: Tensor,
+        target: Tensor,
+        betas: tuple[float, ...],
+        *,
+        sweeps: int = 15,
+        free_sweeps: int | None = None,
+        tol: float = 0.0,
+    ) -> tuple[Relaxation, list[Relaxation]]:
+        """:func:`npusim.circuits.phases.relax_phases` (free, then the nudged tiles from its
+        equilibrium), both phases in one compiled call where the fused relaxation applies:
+        the same states, sweeps and residuals as the two ``relax`` calls."""
+        betas = check_betas(betas)
+        tiles, n0 = len(betas), x.shape[0]
+        beta = tile_betas(betas, n0, x)
+        if not self._can_fuse(x, None, beta, target):
+            return relax_phases(
+                self, x, target, betas, sweeps=sweeps, free_sweeps=free_sweeps, tol=tol
+            )
+        free_sweeps = free_sweeps or sweeps
+        if min(sweeps, free_sweeps) < 1:
+            raise ValueError(f"sweeps must be >= 1, got {min(sweeps, free_sweeps)}")
+        self._check_nudge(min(betas))
         from npusim.circuits import fused
 
-        n0 = x.shape[0]
-        batch = n0 * tile
-        rows = n0 if n0 % fused.LANES == 0 else batch  # whole chunks are reused by each tile
+        batch = n0 * tiles
+        rows = n0 if n0 % fused.LANES == 0 else batch
+        plan, transposed, den = self._fused_weights()
+        nudge_target = target if tiles == 1 else torch.cat([target] * tiles)
+        (fs, fd, fr), (ns, nd, nr) = fused.relax_phases(
+            plan, transposed, den, (self._fused_base(x, n0), self._fused_base(x, rows)), n0,
+            tiles, self._fused_output(0.0, None, n0),
+            self._fused_output(beta, nudge_target, batch),
+            free_sweeps=free_sweeps, sweeps=sweeps, tol=tol,
+        )  # fmt: skip
+        for r in (fr, nr):
+            if not math.isfinite(r):
+                raise RelaxationDiverged(
+                    "relaxation diverged (NaN/inf in the network state); "
+                    "lower the learning rate or check the parameters"
+                )
+        return Relaxation(fs, fr, fd), split_tiles(Relaxation(ns, nr, nd), tiles)
+
+    def _fused_base(self, x: Tensor, rows: int):
+        """The input drive of ``x`` in the fused lane layout for ``rows`` samples (row r takes
+        sample r mod batch), cached with the drive until ``x`` or the input weights change."""
+        from npusim.circuits import fused
+
         w, b = self.weights[0], self.biases[0]
         drive = self._memo(
             "drive",
             (x, w, b),
             lambda: fused.input_drive(self.input_layer(x), w, b, wide=not self.normalised_states),
         )
-        base = self._memo(f"lanes{rows // n0}", (x, w, b), lambda: fused.chunked(drive, rows))
+        return self._memo(
+            f"lanes{rows // x.shape[0]}", (x, w, b), lambda: fused.chunked(drive, rows)
+        )
+
+    def _fused_output(
+        self, beta: float | Tensor, target: Tensor | None, batch: int
+    ) -> tuple[Tensor, Tensor]:
+        """``(scale, offset)``, each (batch, n_L), of the fused output operator (as the
+        reference's ``post``); constant ones are expanded views."""
         c = self._output_curvature()
         dt = self.dtype
         if isinstance(beta, Tensor):  # as the reference's per-sample ``post``
@@ -282,6 +343,14 @@ class LayeredNetwork(ABC):
         n_out = self.sizes[-1]
         scale = torch.as_tensor(scale, dtype=dt).expand(batch, n_out)
         offset = torch.as_tensor(offset, dtype=dt).expand(batch, n_out)
+        return scale, offset
+
+    def _fused_weights(self) -> tuple:
+        """``(plan, [W_kᵀ], den)`` of the fused relaxation: the :class:`fused.Plan` (kept while
+        the parameters and unit bounds are the same tensors), the contiguous transposes, the
+        hidden layers' divisors."""
+        from npusim.circuits import fused
+
         units = self._fused_units()
         params = self.params()
         key = (tuple(id(t) for t in params), tuple(id(t) for t in (*units[1], *units[2])))
@@ -293,10 +362,20 @@ class LayeredNetwork(ABC):
                 units,
                 fused.Plan(self.sizes, params, units),
             )
-        plan = hit[3]
+        transposed = [self._transposed(k) for k in range(1, self.num_layers)]
+        return hit[3], transposed, units[0]
+
+    def _relax_fused(self, x, state, beta, target, sweeps, tol, tile) -> Relaxation:
+        """:meth:`relax` through :func:`npusim.circuits.fused.relax` (same semantics)."""
+        from npusim.circuits import fused
+
+        n0 = x.shape[0]
+        batch = n0 * tile
+        rows = n0 if n0 % fused.LANES == 0 else batch  # whole chunks are reused by each tile
+        plan, transposed, den = self._fused_weights()
+        scale, offset = self._fused_output(beta, target, batch)
         out, done, residual = fused.relax(
-            plan, [self._transposed(k) for k in range(1, self.num_layers)],
-            units[0], base, batch,
+            plan, transposed, den, self._fused_base(x, rows), batch,
             None if state is None else list(state), scale, offset, sweeps=sweeps, tol=tol,
         )  # fmt: skip
         if not math.isfinite(residual):

@@ -136,6 +136,20 @@ class Network(Protocol):
         tile: int = 1,
     ) -> Relaxation: ...
 
+    def relax_phases(
+        self,
+        x: Tensor,
+        target: Tensor,
+        betas: tuple[float, ...],
+        *,
+        sweeps: int = 15,
+        free_sweeps: int | None = None,
+        tol: float = 0.0,
+    ) -> tuple[Relaxation, list[Relaxation]]:
+        """The free relaxation, then one nudged relaxation per β from its equilibrium:
+        (free, [nudged per β]) (reference: ``npusim.circuits.phases.relax_phases``)."""
+        ...
+
     def output(self, state: list[Tensor]) -> Tensor: ...
 
     def predict(self, x: Tensor, sweeps: int = 15) -> Tensor: ...

@@ -191,5 +191,8 @@ def class_subset(data: Dataset, classes: list[int] | tuple[int, ...]) -> Dataset
 
 
 def one_hot(y: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """One-hot targets in {0, 1}, shape (batch, num_classes)."""
-    return torch.nn.functional.one_hot(y, num_classes).to(dtype)
+    """One-hot targets in {0, 1}, shape (batch, num_classes); a label outside
+    ``0 .. num_classes − 1`` raises (a scatter, not ``F.one_hot``: one operation per batch)."""
+    return torch.zeros(len(y), num_classes, dtype=dtype, device=y.device).scatter_(
+        1, y.view(-1, 1), 1.0
+    )

@@ -72,48 +72,22 @@ class EqProp:
                 model, x, target, beta=self.beta, variant=self.variant, sweeps=self.sweeps,
                 free_sweeps=self.free_sweeps, tol=self.tol, read=self.read,
             )  # fmt: skip
-        free = model.relax(x, sweeps=self.free_sweeps or self.sweeps, tol=self.tol)
-        phases = {Phase.FREE: free}
-
-        def nudge(beta: float) -> Relaxation:
-            return model.relax(
-                x, free.state, beta=beta, target=target, sweeps=self.sweeps, tol=self.tol
-            )
-
         b = self.beta
-        if self.variant == "centered":
-            plus, minus = self._both(model, x, target, free)
-            phases[Phase.NUDGED_PLUS], phases[Phase.NUDGED_MINUS] = plus, minus
+        betas = {"centered": (b, -b), "positive": (b,), "negative": (-b,)}[self.variant]
+        free, nudged = model.relax_phases(
+            x, target, betas, sweeps=self.sweeps, free_sweeps=self.free_sweeps, tol=self.tol
+        )
+        phases = {Phase.FREE: free}
+        if self.variant == "centered":  # relaxed side by side (on a chip: one after the other)
+            phases[Phase.NUDGED_PLUS], phases[Phase.NUDGED_MINUS] = plus, minus = nudged
             grads = _difference(model, x, plus.state, minus.state, 1.0 / (2 * b), self.read)
         elif self.variant == "positive":
-            phases[Phase.NUDGED_PLUS] = plus = nudge(b)
+            phases[Phase.NUDGED_PLUS] = plus = nudged[0]
             grads = _difference(model, x, plus.state, free.state, 1.0 / b, self.read)
         else:
-            phases[Phase.NUDGED_MINUS] = minus = nudge(-b)
+            phases[Phase.NUDGED_MINUS] = minus = nudged[0]
             grads = _difference(model, x, free.state, minus.state, 1.0 / b, self.read)
         return GradientEstimate(grads, free, phases)
-
-    def _both(
-        self, model: Network, x: Tensor, target: Tensor, free: Relaxation
-    ) -> tuple[Relaxation, Relaxation]:
-        """The +β and −β phases, relaxed side by side as one batch of twice the size (on a
-        chip they run one after the other; each is still a full relaxation of its own)."""
-        n = x.shape[0]
-        s0 = free.state[0]
-        betas = torch.full((2 * n, 1), self.beta, dtype=s0.dtype, device=s0.device)
-        betas[n:] = -self.beta
-        both = model.relax(
-            x,
-            [torch.cat([s, s]) for s in free.state],
-            beta=betas,
-            target=torch.cat([target, target]),
-            sweeps=self.sweeps,
-            tol=self.tol,
-            tile=2,
-        )
-        plus = Relaxation([s[:n] for s in both.state], both.residual, both.sweeps)
-        minus = Relaxation([s[n:] for s in both.state], both.residual, both.sweeps)
-        return plus, minus
 
 
 @dataclass

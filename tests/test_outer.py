@@ -56,9 +56,48 @@ def test_nonneg_update_clamps_and_keeps_the_column_sums(m, n, rank, threads):
         torch.set_num_threads(old)
 
 
-def test_narrow_and_float64_updates_use_addmm():
+def _rule(p, left, right, nonneg=False):
+    """The compiled update's rule per element, emulated in float64: the rank terms in order
+    (a product, then fused multiply-adds rounded once to float32), added to ``p`` last."""
+    lf, rf = left.double(), right.double()
+    acc = (lf[0][:, None] * rf[0][None, :]).float()
+    for k in range(1, left.shape[0]):
+        acc = (lf[k][:, None] * rf[k][None, :] + acc.double()).float()
+    out = p + acc
+    return out.clamp(min=0.0) if nonneg else out
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("m", "n", "rank"), [(1024, 10, 32), (1024, 10, 10), (40, 3, 7)])
+def test_narrow_update_is_the_same_rule_on_the_transpose(m, n, rank, threads):
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(m + n + rank)
+        left, right = torch.randn(rank, m, generator=g), torch.randn(rank, n, generator=g)
+        for nonneg in (False, True):
+            p = torch.rand(m, n, generator=g) * 0.1
+            want = _rule(p, left, right * 0.05, nonneg)
+            version = p._version
+            add_exact(p, OuterProduct(left, right * 0.05), signed=not nonneg)
+            assert torch.equal(p, want)
+            assert p._version > version
+            if nonneg:
+                assert torch.equal(column_sums(p), p.new_ones(m) @ p)
+        assert _rule(p, left, right).sub(p.addmm_(left.t(), right)).abs().max() < 1e-5
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_wide_update_follows_the_rule_too_and_small_or_float64_ones_use_addmm():
+    left, right = _factors(64, 32, 6, seed=9, zero_rows=0.0)
+    left[left == 0] = 0.5  # no zero terms: the emulation adds every one
+    p = torch.randn(64, 32)
+    want = _rule(p, left, right)
+    OuterProduct(left, right).add_to(p)
+    assert torch.equal(p, want)
     for p, left, right in [
-        (torch.randn(40, 10), torch.randn(3, 40), torch.randn(3, 10)),  # narrow: MKL's order
+        (torch.randn(12, 10), torch.randn(3, 12), torch.randn(3, 10)),  # both sides < 16
         (torch.randn(40, 32, dtype=torch.float64),)
         + tuple(t.double() for t in _factors(40, 32, 4, seed=5)),
     ]:

@@ -5,8 +5,11 @@ sum of outer products ``G = Σ_r left[r]ᵀ right[r]``. Keeping it factored lets
 apply it in one pass over the array (``W += leftᵀ right``) instead of materialising ``G``.
 
 On the CPU in float32 that pass is compiled (:mod:`npusim.core._outer_kernel`): the same
-roundings as torch's ``addmm_`` (MKL), zero rows of ``left`` skipped, the clamp of a
-non-negative parameter and its column sums (:func:`column_sums`) in the same pass.
+roundings as torch's ``addmm_`` (MKL) for outputs of 16 or more columns, zero rows of ``left``
+skipped, the clamp of a non-negative parameter and its column sums (:func:`column_sums`) in the
+same pass. A narrower output (a 10-class layer) is updated as its transpose by the same rule
+(per element: the rank terms in order, a product then fused multiply-adds, added to ``p``
+last), about 3x faster than MKL's small-matrix kernel, whose order for it is its own.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
-MIN_COLUMNS = 16  # narrower outputs: torch's addmm_ (MKL orders those sums otherwise)
+MIN_COLUMNS = 16  # narrower outputs are updated as their transpose (rows in the lanes)
 PART_ELEMENTS = 1 << 17  # a row block on another thread gets at least this many elements
 
+_NO_SUMS = np.empty(0, np.float32)  # the compiled update's "no column sums"
 # column sums of a parameter as its last compiled update left it: (tensor, version, sums)
 _SUMS: dict[int, tuple[weakref.ref, int, Tensor]] = {}
 
@@ -44,24 +49,29 @@ class OuterProduct:
     def add_to(self, p: Tensor, nonneg: bool = False) -> None:
         """``p += leftᵀ right`` in place, in one pass over ``p``; ``nonneg``: then clamp ``p``
         to ≥ 0 (a conductance)."""
-        if _compiled(p, self.left, self.right):
-            from npusim.core._outer_kernel import add_outer
+        left, right = self.left, self.right
+        if not _compiled(p, left, right):
+            p.addmm_(left.t(), right)
+            if nonneg:
+                p.clamp_(min=0.0)
+            return
+        from npusim.core._outer_kernel import add_outer
 
+        threads = torch.get_num_threads()
+        if p.shape[1] < MIN_COLUMNS:  # narrow: the wide rule on pᵀ += rightᵀ left, rows of
+            q = p.t().contiguous()  # p in the vector lanes (a narrow row fills none)
+            add_outer(q.numpy(), _np(right), _np(left), nonneg, _NO_SUMS, _parts(q, threads))
+            p.copy_(q.t())
+        else:
             sums = torch.empty(p.shape[1] if nonneg else 0, dtype=p.dtype)
-            threads = torch.get_num_threads()
-            parts = _parts(p, threads)
-            add_outer(p.numpy(), _np(self.left), _np(self.right), nonneg, sums.numpy(), parts)
-            if torch.get_num_threads() != threads:  # numba's OpenMP pool, started on first
-                torch.set_num_threads(threads)  # use, shares torch's runtime and resets it
+            add_outer(p.numpy(), _np(left), _np(right), nonneg, sums.numpy(), _parts(p, threads))
             torch.autograd.graph.increment_version(p)  # written through numpy: tell torch
             if nonneg:
                 for key in [k for k, v in _SUMS.items() if v[0]() is None]:
                     del _SUMS[key]
                 _SUMS[id(p)] = (weakref.ref(p), p._version, sums)
-            return
-        p.addmm_(self.left.t(), self.right)
-        if nonneg:
-            p.clamp_(min=0.0)
+        if torch.get_num_threads() != threads:  # numba's OpenMP pool, started on first use,
+            torch.set_num_threads(threads)  # shares torch's runtime and resets its count
 
 
 def column_sums(p: Tensor) -> Tensor:
@@ -84,11 +94,12 @@ def _parts(p: Tensor, threads: int) -> int:
 
 
 def _compiled(p: Tensor, left: Tensor, right: Tensor) -> bool:
-    """The compiled pass applies: float32 on the CPU, wide enough, nothing requiring grad."""
+    """The compiled pass applies: float32 on the CPU, wide (or, narrow, tall) enough, nothing
+    requiring grad."""
     return (
         p.dtype == left.dtype == right.dtype == torch.float32
         and p.dim() == 2
-        and p.shape[1] >= MIN_COLUMNS
+        and max(p.shape) >= MIN_COLUMNS
         and p.device.type == left.device.type == right.device.type == "cpu"
         and p.is_contiguous()
         and not (p.requires_grad or left.requires_grad or right.requires_grad)

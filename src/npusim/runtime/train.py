@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import time
 import warnings
 from collections.abc import Callable
@@ -276,7 +277,14 @@ class Trainer:
 
     @torch.no_grad()
     def train_epoch(self, on_batch: Callable[[int], None] | None = None) -> tuple[float, float]:
-        """One pass over the training split; returns (train error, samples/s)."""
+        """One pass over the training split; returns (train error, samples/s).
+
+        The objects alive when it starts (modules, compiled kernels, data, model) are moved out
+        of the cyclic garbage collector's reach (``gc.freeze``): a full collection walked the
+        ~200,000 of them in 100 ms every few hundred steps, up to a third of an epoch's time.
+        They are freed as usual once unreferenced; only cycles among them wait for
+        ``gc.unfreeze``."""
+        gc.freeze()
         cfg, data = self.cfg, self.data
         self.optim.lr_scale = cfg.lr_decay**self.state.epoch
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.state.epoch)

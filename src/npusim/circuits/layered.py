@@ -146,14 +146,21 @@ class LayeredNetwork(ABC):
         Nothing is cached while a dependency requires grad (backprop differentiates through
         it). The cache keeps ``deps`` alive, so their ids cannot be reused by new tensors.
         """
-        if any(t.requires_grad for t in deps):
-            return compute()
-        key = tuple((id(t), t._version) for t in deps)
+        key = []
+        for t in deps:
+            if t.requires_grad:
+                return compute()
+            key += (id(t), t._version)
         cache = self.__dict__.setdefault("_memo_cache", {})
         hit = cache.get(name)
-        if hit is None or hit[0] != key:
+        if hit is None or hit[0] != key:  # (lists compare element by element)
             hit = cache[name] = (key, deps, compute())
         return hit[2]
+
+    def _clamped_input(self, x: Tensor) -> Tensor:
+        """:meth:`input_layer` of ``x``, cached while ``x`` is the same unchanged tensor (the
+        phases and the gradient estimate of a batch share it)."""
+        return self._memo("s_in", (x,), lambda: self.input_layer(x))
 
     def _transposed(self, k: int) -> Tensor:
         """``weights[k]ᵀ`` as a contiguous tensor, cached until the weights change."""
@@ -238,6 +245,10 @@ class LayeredNetwork(ABC):
         return None
 
     def _can_fuse(self, x: Tensor, state, beta, target) -> bool:
+        return self._can_fuse_tensors(x, state, beta, target) and self._fused_units() is not None
+
+    def _can_fuse_tensors(self, x: Tensor, state, beta, target) -> bool:
+        """Every condition of :meth:`_can_fuse` but the network's own (``_fused_units``)."""
         if not self.fused or self.num_layers < 2 or self.dtype not in FUSED_DTYPES:
             return False
         for t in (x, target, beta, *(state or ())):
@@ -250,14 +261,14 @@ class LayeredNetwork(ABC):
                 return False
             if not p.is_contiguous():
                 return False
-        return self._fused_units() is not None
+        return True
 
-    def _check_nudge(self, lowest: float) -> None:
+    def _check_nudge(self, lowest: float, c: Tensor | float | None = None) -> None:
         """Raise :class:`NudgeNotConvex` if a nudge of ``lowest`` (the most negative β) leaves
-        the output energy without a minimum."""
+        the output energy without a minimum; ``c``: the output curvature if already read."""
         if lowest >= 0.0:
             return
-        c = self._output_curvature()
+        c = self._output_curvature() if c is None else c
         c = float(c.min()) if isinstance(c, Tensor) else float(c)
         if lowest + c <= 0:
             raise NudgeNotConvex(
@@ -281,24 +292,26 @@ class LayeredNetwork(ABC):
         betas = check_betas(betas)
         tiles, n0 = len(betas), x.shape[0]
         beta = tile_betas(betas, n0, x)
-        if not self._can_fuse(x, None, beta, target):
+        units = self._fused_units() if self._can_fuse_tensors(x, None, beta, target) else None
+        if units is None:
             return relax_phases(
                 self, x, target, betas, sweeps=sweeps, free_sweeps=free_sweeps, tol=tol
             )
         free_sweeps = free_sweeps or sweeps
         if min(sweeps, free_sweeps) < 1:
             raise ValueError(f"sweeps must be >= 1, got {min(sweeps, free_sweeps)}")
-        self._check_nudge(min(betas))
+        c = self._output_curvature()
+        self._check_nudge(min(betas), c)
         from npusim.circuits import fused
 
         batch = n0 * tiles
         rows = n0 if n0 % fused.LANES == 0 else batch
-        plan, transposed, den = self._fused_weights()
+        plan, transposed, den = self._fused_weights(units)
         nudge_target = target if tiles == 1 else torch.cat([target] * tiles)
         (fs, fd, fr), (ns, nd, nr) = fused.relax_phases(
             plan, transposed, den, (self._fused_base(x, n0), self._fused_base(x, rows)), n0,
-            tiles, self._fused_output(0.0, None, n0),
-            self._fused_output(beta, nudge_target, batch),
+            tiles, self._fused_output(0.0, None, n0, c),
+            self._fused_output(beta, nudge_target, batch, c),
             free_sweeps=free_sweeps, sweeps=sweeps, tol=tol,
         )  # fmt: skip
         for r in (fr, nr):
@@ -318,18 +331,21 @@ class LayeredNetwork(ABC):
         drive = self._memo(
             "drive",
             (x, w, b),
-            lambda: fused.input_drive(self.input_layer(x), w, b, wide=not self.normalised_states),
+            lambda: fused.input_drive(
+                self._clamped_input(x), w, b, wide=not self.normalised_states
+            ),
         )
         return self._memo(
             f"lanes{rows // x.shape[0]}", (x, w, b), lambda: fused.chunked(drive, rows)
         )
 
     def _fused_output(
-        self, beta: float | Tensor, target: Tensor | None, batch: int
+        self, beta: float | Tensor, target: Tensor | None, batch: int, c: Tensor | float | None
     ) -> tuple[Tensor, Tensor]:
         """``(scale, offset)``, each (batch, n_L), of the fused output operator (as the
-        reference's ``post``); constant ones are expanded views."""
-        c = self._output_curvature()
+        reference's ``post``); constant ones are expanded views. ``c``: the output curvature
+        if already read."""
+        c = self._output_curvature() if c is None else c
         dt = self.dtype
         if isinstance(beta, Tensor):  # as the reference's per-sample ``post``
             scale = 1.0 / (c + beta.to(dt))
@@ -345,13 +361,12 @@ class LayeredNetwork(ABC):
         offset = torch.as_tensor(offset, dtype=dt).expand(batch, n_out)
         return scale, offset
 
-    def _fused_weights(self) -> tuple:
-        """``(plan, [W_kᵀ], den)`` of the fused relaxation: the :class:`fused.Plan` (kept while
-        the parameters and unit bounds are the same tensors), the contiguous transposes, the
-        hidden layers' divisors."""
+    def _fused_weights(self, units: tuple) -> tuple:
+        """``(plan, [W_kᵀ], den)`` of the fused relaxation for the network's ``_fused_units``:
+        the :class:`fused.Plan` (kept while the parameters and unit bounds are the same
+        tensors), the contiguous transposes, the hidden layers' divisors."""
         from npusim.circuits import fused
 
-        units = self._fused_units()
         params = self.params()
         key = (tuple(id(t) for t in params), tuple(id(t) for t in (*units[1], *units[2])))
         hit = self.__dict__.get("_fused_plan")
@@ -372,8 +387,8 @@ class LayeredNetwork(ABC):
         n0 = x.shape[0]
         batch = n0 * tile
         rows = n0 if n0 % fused.LANES == 0 else batch  # whole chunks are reused by each tile
-        plan, transposed, den = self._fused_weights()
-        scale, offset = self._fused_output(beta, target, batch)
+        plan, transposed, den = self._fused_weights(self._fused_units())
+        scale, offset = self._fused_output(beta, target, batch, None)
         out, done, residual = fused.relax(
             plan, transposed, den, self._fused_base(x, rows), batch,
             None if state is None else list(state), scale, offset, sweeps=sweeps, tol=tol,

@@ -201,7 +201,7 @@ class DeepResistive(LayeredNetwork):
 
         ∂E/∂G_ij = ½(V_i − V_j)² expands to row, column and cross terms, each rank-limited.
         """
-        s_in = self.input_layer(x)
+        s_in = self._clamped_input(x)
         c = scale / x.shape[0]
         half = [0.5 * c * (p.pow(2).sum(0) - m.pow(2).sum(0)) for p, m in zip(plus, minus)]
         # input layer is clamped: its ΔV² row term cancels between the phases

@@ -279,12 +279,21 @@ class Trainer:
     def train_epoch(self, on_batch: Callable[[int], None] | None = None) -> tuple[float, float]:
         """One pass over the training split; returns (train error, samples/s).
 
-        The objects alive when it starts (modules, compiled kernels, data, model) are moved out
-        of the cyclic garbage collector's reach (``gc.freeze``): a full collection walked the
-        ~200,000 of them in 100 ms every few hundred steps, up to a third of an epoch's time.
-        They are freed as usual once unreferenced; only cycles among them wait for
-        ``gc.unfreeze``."""
+        For the epoch, the objects alive when it starts (modules, compiled kernels, data, model)
+        are moved out of the cyclic garbage collector's reach (``gc.freeze``): a full collection
+        walked the ~200,000 of them in 100 ms every few hundred steps, up to a third of an
+        epoch's time. They return to it when the epoch ends (``gc.unfreeze``), so a cycle
+        dropped meanwhile is still collected. A process that froze objects itself is left as
+        it is."""
+        if gc.get_freeze_count():  # someone else's freeze: unfreezing would undo it
+            return self._train_epoch(on_batch)
         gc.freeze()
+        try:
+            return self._train_epoch(on_batch)
+        finally:
+            gc.unfreeze()
+
+    def _train_epoch(self, on_batch: Callable[[int], None] | None) -> tuple[float, float]:
         cfg, data = self.cfg, self.data
         self.optim.lr_scale = cfg.lr_decay**self.state.epoch
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.state.epoch)

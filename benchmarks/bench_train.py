@@ -5,9 +5,11 @@ Configurations (centered EqProp, phases free / +β / −β):
 * DRN-1H: 2×784 inputs, 1024 hidden, 10 outputs, batch 4, 4 sweeps per phase, β = 1.0,
   input gain 480.
 Each line is one JSON object with ``name``, ``threads`` and ``samples_per_s`` (or
-``gflop_per_s``), measured with 1 torch thread and with all cores in the same run: the
-relaxation is many small operations, so extra threads pay only for the large products and
-cost a great deal when the cores are shared with other work.
+``gflop_per_s``); ``samples_per_s`` is the median of three passes over the samples on one
+trainer after a warm-up, ``samples_per_s_range`` their [min, max]. Measured with 1 torch
+thread and with all cores in the same run: the relaxation is many small operations, so extra
+threads pay only for the large products and cost a great deal when the cores are shared with
+other work.
 
 Each ``train-<config>`` line also carries ``gflop_per_s``, the useful floating-point work of
 the training step per second, and ``fraction_of_peak``, that rate over the float32 matmul peak
@@ -45,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from dataclasses import replace
 
@@ -74,9 +77,9 @@ def _timed(fn, device: str = "cpu") -> float:
     return time.perf_counter() - t0
 
 
-def training_throughput(cfg: TrainConfig, samples: int) -> float:
+def training_throughput(cfg: TrainConfig, samples: int, repeats: int = 1) -> list[float]:
     """Samples/s of the training step (relaxations, gradient estimate, update) over ``samples``
-    samples of the training split, after a warm-up."""
+    samples of the training split, after a warm-up: one figure per pass, ``repeats`` passes."""
     tr = Trainer(cfg)
     tr.data.x_train = tr.data.x_train[: samples + 256]
     tr.data.y_train = tr.data.y_train[: samples + 256]
@@ -84,8 +87,12 @@ def training_throughput(cfg: TrainConfig, samples: int) -> float:
     tr.data.x_train, tr.data.y_train = full_x[:256], full_y[:256]
     tr.train_epoch()  # warm-up
     tr.data.x_train, tr.data.y_train = full_x[256:], full_y[256:]
-    _, sps = tr.train_epoch()
-    return sps
+    return [tr.train_epoch()[1] for _ in range(repeats)]
+
+
+def median_and_range(rates: list[float]) -> tuple[float, list[float]]:
+    """The median of ``rates`` and their [min, max], rounded."""
+    return round(statistics.median(rates), 1), [round(min(rates), 1), round(max(rates), 1)]
 
 
 def step_flops(cfg: TrainConfig, sizes: list[int]) -> float:
@@ -119,6 +126,7 @@ def configurations() -> dict[str, TrainConfig]:
 
 
 SAMPLES = {"dhn-1h": 3000, "drn-1h": 1200}
+REPEATS = 3  # passes per figure: its median, and their range (the host's speed drifts)
 
 
 def main() -> None:
@@ -144,11 +152,14 @@ def cuda_lines() -> None:
     runs["dhn-1h-rram"] = replace(runs["dhn-1h"], chip="rram")
     for name, cfg in runs.items():
         flops = step_flops(cfg, physical_sizes(cfg))
-        sps = training_throughput(cfg, SAMPLES[name.removesuffix("-rram")])
+        sps, spread = median_and_range(
+            training_throughput(cfg, SAMPLES[name.removesuffix("-rram")], REPEATS)
+        )
         rate = flops / cfg.batch_size * sps / 1e9
         _emit(
             name=f"train-{name}-cuda",
-            samples_per_s=round(sps, 1),
+            samples_per_s=sps,
+            samples_per_s_range=spread,
             gpu=gpu,
             gflop_per_s=round(rate, 2),
             fraction_of_peak=round(rate / peak, 4),
@@ -164,11 +175,12 @@ def cpu_lines() -> None:
         peak = matmul_peak()
         _emit(name="matmul-f32-2048", gflop_per_s=round(peak, 1), threads=threads)
         for name, cfg in runs.items():
-            sps = training_throughput(cfg, SAMPLES[name])
+            sps, spread = median_and_range(training_throughput(cfg, SAMPLES[name], REPEATS))
             rate = flops[name] / cfg.batch_size * sps / 1e9
             _emit(
                 name=f"train-{name}",
-                samples_per_s=round(sps, 1),
+                samples_per_s=sps,
+                samples_per_s_range=spread,
                 threads=threads,
                 target_samples_per_s=TARGETS[name],
                 ratio_to_target=round(sps / TARGETS[name], 2),
@@ -186,13 +198,13 @@ def busy_neighbour_line(name: str, cfg: TrainConfig, cores: int) -> None:
     cores with it, on fewer samples: the collapse can be 30x)."""
     idle_free = round(free_cores(), 2)
     idle_threads = apply_default_threads(None)
-    idle = training_throughput(cfg, SAMPLES[name])
+    idle = statistics.median(training_throughput(cfg, SAMPLES[name], REPEATS))
     with busy_neighbour():
         busy_free = round(free_cores(), 2)
         threads = apply_default_threads(None)
-        busy = training_throughput(cfg, SAMPLES[name])
+        busy = statistics.median(training_throughput(cfg, SAMPLES[name], REPEATS))
         torch.set_num_threads(cores)
-        all_cores = training_throughput(cfg, SAMPLES[name] // 10)
+        all_cores = training_throughput(cfg, SAMPLES[name] // 10)[0]
     _emit(
         name=f"train-{name}-busy-neighbour",
         samples_per_s=round(busy, 1),

@@ -291,7 +291,7 @@ class LayeredNetwork(ABC):
         the same states, sweeps and residuals as the two ``relax`` calls."""
         betas = check_betas(betas)
         tiles, n0 = len(betas), x.shape[0]
-        beta = tile_betas(betas, n0, x)
+        beta = tile_betas(betas, n0, self.weights[0])  # the network's dtype, as the states'
         units = self._fused_units() if self._can_fuse_tensors(x, None, beta, target) else None
         if units is None:
             return relax_phases(

@@ -1,10 +1,22 @@
 """The compiled outer-product update (``OuterProduct.add_to``) against torch's ``addmm_``."""
 
+import contextlib
+
 import pytest
 import torch
 
 from npusim.core.outer import OuterProduct, column_sums
 from npusim.devices.ideal import add_exact
+
+
+@contextlib.contextmanager
+def _torch_threads(n):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _factors(m, n, rank, seed, zero_rows=0.5):
@@ -21,9 +33,7 @@ def _factors(m, n, rank, seed, zero_rows=0.5):
     ("m", "n", "rank"), [(784, 1024, 16), (1568, 1024, 5), (50, 16, 1), (33, 100, 37)]
 )
 def test_compiled_update_equals_addmm_bit_for_bit(m, n, rank, threads):
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with _torch_threads(threads):
         left, right = _factors(m, n, rank, seed=m + rank)
         p = torch.randn(m, n, generator=torch.Generator().manual_seed(1))
         ref = p.clone().addmm_(left.t(), right)
@@ -31,16 +41,12 @@ def test_compiled_update_equals_addmm_bit_for_bit(m, n, rank, threads):
         OuterProduct(left, right).add_to(p)
         assert torch.equal(p, ref)
         assert p._version > version  # in-place change seen by the caches keyed on versions
-    finally:
-        torch.set_num_threads(old)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(("m", "n", "rank"), [(300, 64, 6), (1568, 1024, 5), (1568, 1024, 9)])
 def test_nonneg_update_clamps_and_keeps_the_column_sums(m, n, rank, threads):
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with _torch_threads(threads):
         left, right = _factors(m, n, rank, seed=3)
         left[0] = 1.0  # the DRN's ΔV² row term reaches every row
         p = torch.rand(m, n) * 0.01
@@ -52,8 +58,6 @@ def test_nonneg_update_clamps_and_keeps_the_column_sums(m, n, rank, threads):
         assert torch.equal(sums, p.new_ones(m) @ p)  # the same sums, in the same order
         p.add_(1.0)  # changed since: computed afresh
         assert torch.equal(column_sums(p), p.new_ones(m) @ p)
-    finally:
-        torch.set_num_threads(old)
 
 
 def _rule(p, left, right, nonneg=False):
@@ -70,9 +74,7 @@ def _rule(p, left, right, nonneg=False):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(("m", "n", "rank"), [(1024, 10, 32), (1024, 10, 10), (40, 3, 7)])
 def test_narrow_update_is_the_same_rule_on_the_transpose(m, n, rank, threads):
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with _torch_threads(threads):
         g = torch.Generator().manual_seed(m + n + rank)
         left, right = torch.randn(rank, m, generator=g), torch.randn(rank, n, generator=g)
         for nonneg in (False, True):
@@ -85,8 +87,6 @@ def test_narrow_update_is_the_same_rule_on_the_transpose(m, n, rank, threads):
             if nonneg:
                 assert torch.equal(column_sums(p), p.new_ones(m) @ p)
         assert _rule(p, left, right).sub(p.addmm_(left.t(), right)).abs().max() < 1e-5
-    finally:
-        torch.set_num_threads(old)
 
 
 def test_wide_update_follows_the_rule_too_and_small_or_float64_ones_use_addmm():

@@ -29,6 +29,8 @@ from numba import njit, prange
 from torch import Tensor
 
 from npusim.circuits._lanes import _acc1, _acc4, _finish_hidden, _finish_output, _wide_hidden
+from npusim.core.numba_threads import as_numpy as _np
+from npusim.core.numba_threads import numba_threads
 
 FEW = 64  # a hidden unit with fewer neighbours is updated alone (the drive in registers)
 
@@ -260,10 +262,6 @@ def _unpack(dst, src, off):  # pragma: no cover - compiled
             d[j] = s[off + j, lane]
 
 
-def _np(t: Tensor) -> np.ndarray:
-    return t.detach().contiguous().numpy()
-
-
 @njit(cache=True, parallel=True)
 def _drive_rows(s_in, w, b, d, wide, parts):  # pragma: no cover - compiled
     """``d = b + s_in @ w`` row by row, zero inputs skipped, summed in order in float64 if
@@ -317,16 +315,12 @@ def input_drive(s_in: Tensor, w: Tensor, b: Tensor, wide: bool = False) -> np.nd
     a blocked BLAS product when terms cancel, as the DRN's ``[x, −x]`` inputs do)."""
     wn = _np(w)
     d = np.empty((s_in.shape[0], wn.shape[1]), wn.dtype)
-    threads = torch.get_num_threads()
-    parts = min(threads, numba.config.NUMBA_NUM_THREADS, d.shape[0])
-    if parts > 1:
-        numba.set_num_threads(parts)
-        _drive_rows(_np(s_in), wn, _np(b), d, wide, parts)
-    else:  # no parallel region at all
-        o = np.empty(wn.shape[1], np.float64 if wide else wn.dtype)
-        _drive_block(_np(s_in), wn, _np(b), d, o, 0, d.shape[0])
-    if torch.get_num_threads() != threads:  # numba's OpenMP pool, started on first use,
-        torch.set_num_threads(threads)  # shares torch's runtime and resets its count
+    with numba_threads(d.shape[0]) as parts:
+        if parts > 1:
+            _drive_rows(_np(s_in), wn, _np(b), d, wide, parts)
+        else:  # no parallel region at all
+            o = np.empty(wn.shape[1], np.float64 if wide else wn.dtype)
+            _drive_block(_np(s_in), wn, _np(b), d, o, 0, d.shape[0])
     return d
 
 
@@ -386,7 +380,7 @@ def relax(
     out = tuple(torch.empty(batch, int(n), dtype=p.dtype) for n in p.sizes[1:])
     init = tuple(o.numpy() for o in out) if state is None else tuple(_np(s) for s in state)
     weights = _weight_args(p, transposed, den)
-    with _threads(batch) as threads, _slp():
+    with numba_threads(-(-batch // LANES)) as threads, _slp():
         done, residual = _relax(
             init, state is not None, tuple(o.numpy() for o in out), p.L, p.sizes, p.offs,
             base1, base1.shape[0], *weights, scale.numpy(), offset.numpy(), p.olo, p.ohi,
@@ -419,7 +413,7 @@ def relax_phases(
     free = tuple(torch.empty(batch, int(n), dtype=p.dtype) for n in p.sizes[1:])
     nudged = tuple(torch.empty(tiles * batch, int(n), dtype=p.dtype) for n in p.sizes[1:])
     weights = _weight_args(p, transposed, den)
-    with _threads(tiles * batch) as threads, _slp():
+    with numba_threads(-(-tiles * batch // LANES)) as threads, _slp():
         fd, fr, nd, nr = _relax_phases(
             tuple(o.numpy() for o in free), tuple(o.numpy() for o in nudged), p.L, p.sizes,
             p.offs, bases[0], bases[1], *weights, free_operator[0].numpy(),
@@ -433,19 +427,3 @@ def _weight_args(p: Plan, transposed: list[Tensor], den: list[Tensor] | None) ->
     """``(wt, w, bias, den, lo, hi, divide)`` of the compiled sweep, numpy views."""
     dens = p.ones if den is None else tuple(_np(d) for d in den)
     return tuple(_np(t) for t in transposed), p.w, p.bias, dens, p.lo, p.hi, p.divide
-
-
-@contextlib.contextmanager
-def _threads(batch: int):
-    """numba's thread count for a relaxation of ``batch`` samples (one chunk of 16 per thread
-    at most, no more than torch's count); torch's own count restored after (numba's OpenMP
-    pool, started on first use, shares torch's runtime and resets it)."""
-    torch_threads = torch.get_num_threads()
-    threads = min(torch_threads, numba.config.NUMBA_NUM_THREADS, -(-batch // LANES))
-    if threads > 1:
-        numba.set_num_threads(threads)
-    try:
-        yield threads
-    finally:
-        if torch.get_num_threads() != torch_threads:
-            torch.set_num_threads(torch_threads)

@@ -30,6 +30,15 @@ class RelaxationDiverged(NpusimError, RuntimeError):
     """The relaxation produced NaN or inf: the network's parameters are unusable."""
 
 
+def _check_finite(*residuals: float) -> None:
+    """Raise :class:`RelaxationDiverged` unless every residual is finite."""
+    if not all(math.isfinite(r) for r in residuals):
+        raise RelaxationDiverged(
+            "relaxation diverged (NaN/inf in the network state); "
+            "lower the learning rate or check the parameters"
+        )
+
+
 class NudgeNotConvex(NpusimError, ValueError):
     """A negative nudge −β larger than the output's curvature: no equilibrium exists."""
 
@@ -226,11 +235,7 @@ class LayeredNetwork(ABC):
                     state[k - 1] = self._activate_output(d)
             if check:
                 residual = max(float((s - o).detach().abs_().max()) for s, o in zip(state, old))
-                if not math.isfinite(residual):
-                    raise RelaxationDiverged(
-                        "relaxation diverged (NaN/inf in the network state); "
-                        "lower the learning rate or check the parameters"
-                    )
+                _check_finite(residual)
                 if residual <= tol:
                     break
         return Relaxation(state=state, residual=residual, sweeps=done)
@@ -314,12 +319,7 @@ class LayeredNetwork(ABC):
             self._fused_output(beta, nudge_target, batch, c),
             free_sweeps=free_sweeps, sweeps=sweeps, tol=tol,
         )  # fmt: skip
-        for r in (fr, nr):
-            if not math.isfinite(r):
-                raise RelaxationDiverged(
-                    "relaxation diverged (NaN/inf in the network state); "
-                    "lower the learning rate or check the parameters"
-                )
+        _check_finite(fr, nr)
         return Relaxation(fs, fr, fd), split_tiles(Relaxation(ns, nr, nd), tiles)
 
     def _fused_base(self, x: Tensor, rows: int):
@@ -393,11 +393,7 @@ class LayeredNetwork(ABC):
             plan, transposed, den, self._fused_base(x, rows), batch,
             None if state is None else list(state), scale, offset, sweeps=sweeps, tol=tol,
         )  # fmt: skip
-        if not math.isfinite(residual):
-            raise RelaxationDiverged(
-                "relaxation diverged (NaN/inf in the network state); "
-                "lower the learning rate or check the parameters"
-            )
+        _check_finite(residual)
         return Relaxation(state=out, residual=residual, sweeps=done)
 
     def predict(self, x: Tensor, sweeps: int = 15) -> Tensor:

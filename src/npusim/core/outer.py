@@ -56,22 +56,22 @@ class OuterProduct:
                 p.clamp_(min=0.0)
             return
         from npusim.core._outer_kernel import add_outer
+        from npusim.core.numba_threads import as_numpy, numba_threads
 
-        threads = torch.get_num_threads()
         if p.shape[1] < MIN_COLUMNS:  # narrow: the wide rule on pᵀ += rightᵀ left, rows of
             q = p.t().contiguous()  # p in the vector lanes (a narrow row fills none)
-            add_outer(q.numpy(), _np(right), _np(left), nonneg, _NO_SUMS, _parts(q, threads))
+            with numba_threads(_parts(q)) as parts:
+                add_outer(q.numpy(), as_numpy(right), as_numpy(left), nonneg, _NO_SUMS, parts)
             p.copy_(q.t())
-        else:
-            sums = torch.empty(p.shape[1] if nonneg else 0, dtype=p.dtype)
-            add_outer(p.numpy(), _np(left), _np(right), nonneg, sums.numpy(), _parts(p, threads))
-            torch.autograd.graph.increment_version(p)  # written through numpy: tell torch
-            if nonneg:
-                for key in [k for k, v in _SUMS.items() if v[0]() is None]:
-                    del _SUMS[key]
-                _SUMS[id(p)] = (weakref.ref(p), p._version, sums)
-        if torch.get_num_threads() != threads:  # numba's OpenMP pool, started on first use,
-            torch.set_num_threads(threads)  # shares torch's runtime and resets its count
+            return
+        sums = torch.empty(p.shape[1] if nonneg else 0, dtype=p.dtype)
+        with numba_threads(_parts(p)) as parts:
+            add_outer(p.numpy(), as_numpy(left), as_numpy(right), nonneg, sums.numpy(), parts)
+        torch.autograd.graph.increment_version(p)  # written through numpy: tell torch
+        if nonneg:
+            for key in [k for k, v in _SUMS.items() if v[0]() is None]:
+                del _SUMS[key]
+            _SUMS[id(p)] = (weakref.ref(p), p._version, sums)
 
 
 def column_sums(p: Tensor) -> Tensor:
@@ -83,14 +83,9 @@ def column_sums(p: Tensor) -> Tensor:
     return p.new_ones(p.shape[0]) @ p
 
 
-def _parts(p: Tensor, threads: int) -> int:
-    """Row blocks of the compiled update, one per torch thread (numba's count set to it)."""
-    import numba
-
-    parts = min(threads, numba.config.NUMBA_NUM_THREADS, max(1, p.numel() // PART_ELEMENTS))
-    if parts > 1:
-        numba.set_num_threads(parts)
-    return parts
+def _parts(p: Tensor) -> int:
+    """The most row blocks the compiled update of ``p`` splits into (one per thread)."""
+    return max(1, p.numel() // PART_ELEMENTS)
 
 
 def _compiled(p: Tensor, left: Tensor, right: Tensor) -> bool:
@@ -104,10 +99,6 @@ def _compiled(p: Tensor, left: Tensor, right: Tensor) -> bool:
         and p.is_contiguous()
         and not (p.requires_grad or left.requires_grad or right.requires_grad)
     )
-
-
-def _np(t: Tensor):
-    return t.detach().contiguous().numpy()
 
 
 def dense(g: Tensor | OuterProduct) -> Tensor:

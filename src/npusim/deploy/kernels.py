@@ -12,8 +12,6 @@ to float32 rounding order). :func:`normal_bank` holds the output noise's standar
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from numba import njit
@@ -110,12 +108,12 @@ def adc_accumulate(
     offset), shape (B, P, Q). ``scale``/``offset`` (R, 1 or P, 1 or Q); ``bank[start:]`` the
     standard normals, consumed in ``y``'s memory order; ``bits`` > 0. ``fused``: the numba
     kernel (default on the CPU only; else tensor operations on ``y``'s device)."""
-    y = y.detach().contiguous()
-    b, _, p, q = y.shape
-    half = 2.0 ** (bits - 1) if bits > 0 else math.inf
-    lo, hi = (-half, half - 1) if bits > 0 else (-math.inf, math.inf)
     if bits <= 0:
         raise ValueError("adc_accumulate needs an ADC (bits > 0)")
+    y = y.detach().contiguous()
+    b, _, p, q = y.shape
+    half = 2.0 ** (bits - 1)
+    lo, hi = -half, half - 1
     if not (y.device.type == "cpu" if fused is None else fused):  # as tensor operations
         if sd > 0:
             y = y + sd * bank[start : start + y.numel()].view(y.shape)

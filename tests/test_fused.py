@@ -201,3 +201,24 @@ def test_fused_phases_on_a_drn_stop_on_the_same_sweep_and_refuse_bad_betas():
     m.weights[1][0, 0] = float("nan")
     with pytest.raises(RelaxationDiverged, match="diverged"):
         m.relax_phases(x, t, (0.5, -0.5), sweeps=3)
+
+
+@pytest.mark.parametrize("rows, m, n", [(32, 16, 37), (35, 35, 16), (20, 20, 5), (8, 4, 33)])
+def test_lane_packing_round_trips_through_tiles_and_partial_chunks(rows, m, n):
+    """The 16×16-tiled pack and unpack against an index-by-index statement of the lane layout:
+    whole and partial chunks, unit counts off the tile, sources tiled cyclically (m < rows)."""
+    import numpy as np
+
+    from npusim.circuits.fused import _pack, _unpack
+
+    src = np.random.default_rng(rows + m + n).random((m, n), np.float32)
+    lanes = np.full(((rows + 15) // 16, n + 3, 16), -1.0, np.float32)
+    _pack(lanes, 3, src, rows)
+    for r in range(rows):
+        assert np.array_equal(lanes[r // 16, 3:, r % 16], src[r % m])
+    unused = [(r // 16, r % 16) for r in range(rows, lanes.shape[0] * 16)]
+    assert all((lanes[c, :, lane] == -1.0).all() for c, lane in unused)
+    assert (lanes[:, :3] == -1.0).all()  # rows before the offset left alone
+    back = np.zeros((rows, n), np.float32)
+    _unpack(back, lanes, 3)
+    assert np.array_equal(back, src[np.arange(rows) % m])

@@ -5,7 +5,7 @@ import contextlib
 import pytest
 import torch
 
-from npusim.core.outer import OuterProduct, column_sums
+from npusim.core.outer import OuterProduct, column_sums, kept_transpose
 from npusim.devices.ideal import add_exact
 
 
@@ -86,7 +86,24 @@ def test_narrow_update_is_the_same_rule_on_the_transpose(m, n, rank, threads):
             assert p._version > version
             if nonneg:
                 assert torch.equal(column_sums(p), p.new_ones(m) @ p)
+            kept = kept_transpose(p)  # the update's transpose, handed to the next read of pᵀ
+            assert kept is not None and kept.is_contiguous() and torch.equal(kept, p.t())
         assert _rule(p, left, right).sub(p.addmm_(left.t(), right)).abs().max() < 1e-5
+        assert kept_transpose(p) is None  # p changed since: nothing stale is handed out
+
+
+def test_a_network_reads_the_transpose_the_update_kept_and_no_stale_one():
+    from npusim.circuits import DeepHopfield
+
+    net = DeepHopfield([20, 64, 10], seed=0)
+    w = net.weights[1]
+    g = torch.Generator().manual_seed(3)
+    OuterProduct(torch.rand(8, 64, generator=g), torch.randn(8, 10, generator=g)).add_to(w)
+    assert net._transposed(1) is kept_transpose(w)
+    assert torch.equal(net._transposed(1), w.t())
+    w.mul_(0.5)  # changed in place: neither the kept nor a cached transpose may be read
+    assert kept_transpose(w) is None
+    assert torch.equal(net._transposed(1), w.t())
 
 
 def test_wide_update_follows_the_rule_too_and_small_or_float64_ones_use_addmm():

@@ -22,6 +22,7 @@ from npusim.chip.spec import ChipSpec
 from npusim.circuits.phases import check_betas, relax_phases, split_tiles, tile_betas
 from npusim.core.errors import NpusimError
 from npusim.core.interfaces import ArrayShape, Relaxation, Update, dense_arrays
+from npusim.core.outer import kept_transpose
 
 FUSED_DTYPES = (torch.float32, torch.float64)
 
@@ -172,9 +173,11 @@ class LayeredNetwork(ABC):
         return self._memo("s_in", (x,), lambda: self.input_layer(x))
 
     def _transposed(self, k: int) -> Tensor:
-        """``weights[k]ᵀ`` as a contiguous tensor, cached until the weights change."""
+        """``weights[k]ᵀ`` as a contiguous tensor, cached until the weights change (the one
+        the weight update made when it made one)."""
         w = self.weights[k]
-        return self._memo(f"wt{k}", (w,), lambda: w.t().contiguous())
+        kept = kept_transpose(w)
+        return kept if kept is not None else self._memo(f"wt{k}", (w,), lambda: w.t().contiguous())
 
     def _input(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Clamped input layer and its drive on layer 1, reused across the phases of a batch."""

@@ -116,6 +116,17 @@ def _rows(p, left, right, nonneg, sums, i0, i1, want):  # pragma: no cover - com
                 sums[j] += row[j]
 
 
+@njit(cache=True)
+def transpose_into(dst, src):  # pragma: no cover - compiled
+    """``dst[j, i] = src[i, j]`` for 2-D ``src`` (m, n) and ``dst`` (n, m); for a narrow side
+    (n or m of a few dozen at most: each pass over ``src`` reads one column)."""
+    m, n = src.shape
+    for j in range(n):
+        d = dst[j]
+        for i in range(m):
+            d[i] = src[i, j]
+
+
 @njit(cache=True, inline="always")
 def _clamp(v, nonneg):  # pragma: no cover - compiled
     return (_ZERO if v < _ZERO else v) if nonneg else v

@@ -9,7 +9,8 @@ roundings as torch's ``addmm_`` (MKL) for outputs of 16 or more columns, zero ro
 skipped, the clamp of a non-negative parameter and its column sums (:func:`column_sums`) in the
 same pass. A narrower output (a 10-class layer) is updated as its transpose by the same rule
 (per element: the rank terms in order, a product then fused multiply-adds, added to ``p``
-last), about 3x faster than MKL's small-matrix kernel, whose order for it is its own.
+last), about 3x faster than MKL's small-matrix kernel, whose order for it is its own; that
+transpose is kept for the relaxation's next read of ``pᵀ`` (:func:`kept_transpose`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ PART_ELEMENTS = 1 << 17  # a row block on another thread gets at least this many
 _NO_SUMS = np.empty(0, np.float32)  # the compiled update's "no column sums"
 # column sums of a parameter as its last compiled update left it: (tensor, version, sums)
 _SUMS: dict[int, tuple[weakref.ref, int, Tensor]] = {}
+# the transpose of a narrow parameter its last compiled update made: (tensor, version, pᵀ)
+_TRANSPOSES: dict[int, tuple[weakref.ref, int, Tensor]] = {}
 
 
 @dataclass
@@ -55,32 +58,52 @@ class OuterProduct:
             if nonneg:
                 p.clamp_(min=0.0)
             return
-        from npusim.core._outer_kernel import add_outer
+        from npusim.core._outer_kernel import add_outer, transpose_into
         from npusim.core.numba_threads import as_numpy, numba_threads
 
         if p.shape[1] < MIN_COLUMNS:  # narrow: the wide rule on pᵀ += rightᵀ left, rows of
-            q = p.t().contiguous()  # p in the vector lanes (a narrow row fills none)
+            q = torch.empty(p.shape[1], p.shape[0], dtype=p.dtype)  # p in the vector lanes
+            transpose_into(q.numpy(), p.numpy())
             with numba_threads(_parts(q)) as parts:
                 add_outer(q.numpy(), as_numpy(right), as_numpy(left), nonneg, _NO_SUMS, parts)
-            p.copy_(q.t())
+            transpose_into(p.numpy(), q.numpy())
+            torch.autograd.graph.increment_version(p)
+            _keep(_TRANSPOSES, p, q)
             return
         sums = torch.empty(p.shape[1] if nonneg else 0, dtype=p.dtype)
         with numba_threads(_parts(p)) as parts:
             add_outer(p.numpy(), as_numpy(left), as_numpy(right), nonneg, sums.numpy(), parts)
         torch.autograd.graph.increment_version(p)  # written through numpy: tell torch
         if nonneg:
-            for key in [k for k, v in _SUMS.items() if v[0]() is None]:
-                del _SUMS[key]
-            _SUMS[id(p)] = (weakref.ref(p), p._version, sums)
+            _keep(_SUMS, p, sums)
 
 
 def column_sums(p: Tensor) -> Tensor:
     """``ones @ p``: the sum of each column of a 2-D ``p``, over its rows in order (kept from
     the compiled update that last wrote a non-negative ``p``, else computed)."""
-    hit = _SUMS.get(id(p))
+    kept = _kept(_SUMS, p)
+    return kept if kept is not None else p.new_ones(p.shape[0]) @ p
+
+
+def kept_transpose(p: Tensor) -> Tensor | None:
+    """``pᵀ`` as a contiguous tensor if the compiled update of a narrow ``p`` made it and ``p``
+    has not changed since; else None. Read it only: it is the update's own copy."""
+    return _kept(_TRANSPOSES, p)
+
+
+def _keep(store: dict, p: Tensor, value: Tensor) -> None:
+    """Remember ``value`` for ``p`` as it is now (its version), dropping entries of dead tensors."""
+    for key in [k for k, v in store.items() if v[0]() is None]:
+        del store[key]
+    store[id(p)] = (weakref.ref(p), p._version, value)
+
+
+def _kept(store: dict, p: Tensor) -> Tensor | None:
+    """What :func:`_keep` remembered for ``p`` if ``p`` is unchanged since, else None."""
+    hit = store.get(id(p))
     if hit is not None and hit[0]() is p and hit[1] == p._version and not p.requires_grad:
         return hit[2]
-    return p.new_ones(p.shape[0]) @ p
+    return None
 
 
 def _parts(p: Tensor) -> int:

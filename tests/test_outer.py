@@ -60,6 +60,27 @@ def test_nonneg_update_clamps_and_keeps_the_column_sums(m, n, rank, threads):
         assert torch.equal(column_sums(p), p.new_ones(m) @ p)
 
 
+@pytest.mark.parametrize("parts", [2, 3, 4])
+def test_row_blocks_on_any_number_of_parts_give_the_one_block_bits(parts):
+    """Each row block's column sums are added in block order (by the thread that wrote the
+    block): any number of blocks, even more than there are threads, gives one block's bits."""
+    import numpy as np
+
+    from npusim.core._outer_kernel import add_outer
+
+    left, right = _factors(1000, 48, 7, seed=parts)
+    left[0] = 1.0
+    start = torch.rand(1000, 48, generator=torch.Generator().manual_seed(2)) * 0.01
+    out = {}
+    for k in (1, parts):
+        p, sums = start.clone(), np.empty(48, np.float32)
+        add_outer(p.numpy(), left.numpy(), right.numpy(), True, sums, k)
+        out[k] = p, sums
+    assert torch.equal(out[1][0], out[parts][0])
+    assert np.array_equal(out[1][1], out[parts][1])
+    assert np.array_equal(out[parts][1], (out[parts][0].new_ones(1000) @ out[parts][0]).numpy())
+
+
 def _rule(p, left, right, nonneg=False):
     """The compiled update's rule per element, emulated in float64: the rank terms in order
     (a product, then fused multiply-adds rounded once to float32), added to ``p`` last."""

@@ -35,7 +35,9 @@ def add_outer(p, left, right, nonneg, sums, parts):  # pragma: no cover - compil
     """``p += leftᵀ right`` in place, then ``max(p, 0)`` if ``nonneg``; ``sums`` (empty or
     ``p``'s column count): also ``sums[j] = Σ_i p[i, j]`` of the result, summed over rows in
     order (as ``ones @ p``). ``parts``: row blocks run on numba's threads (the first block
-    keeps the column sums as it goes, the others' rows are added in order after)."""
+    keeps the column sums as it goes; then each further block's rows are added in order by the
+    thread that wrote them, which holds them in its cache: read from another core they cost
+    up to 1.4 ms for a 1568×1024 ``p`` where the cores share no cache)."""
     m = p.shape[0]
     want = sums.shape[0] > 0
     for j in range(sums.shape[0]):  # a loop, not ``sums[:] = 0``: no implicit parallel region
@@ -46,10 +48,19 @@ def add_outer(p, left, right, nonneg, sums, parts):  # pragma: no cover - compil
     for b in prange(parts):
         _rows(p, left, right, nonneg, sums, b * m // parts, (b + 1) * m // parts, want and b == 0)
     if want:
-        for i in range(m // parts, m):
-            row = p[i]
-            for j in range(p.shape[1]):
-                sums[j] += row[j]
+        for t in range(1, parts):  # block t after block t−1 (the order of ``ones @ p``)
+            for b in prange(parts):  # static schedule: iteration b on block b's thread
+                if b == t:
+                    _add_rows(p, sums, b * m // parts, (b + 1) * m // parts)
+
+
+@njit(cache=True)
+def _add_rows(p, sums, i0, i1):  # pragma: no cover - compiled
+    """``sums += p[i]`` for rows ``i0 .. i1−1`` in order."""
+    for i in range(i0, i1):
+        row = p[i]
+        for j in range(p.shape[1]):
+            sums[j] += row[j]
 
 
 @njit(cache=True)

@@ -376,6 +376,10 @@ class Plan:
         self.ones = tuple(np.ones(n, self.ndt) for n in net_sizes[1:-1])
         self.olo, self.ohi = self.ndt(olo), self.ndt(ohi)
 
+    def states(self, rows: int) -> tuple[Tensor, ...]:
+        """Uninitialised free-layer states of ``rows`` samples, one (rows, n_k) per layer."""
+        return tuple(torch.empty(rows, int(n), dtype=self.dtype) for n in self.sizes[1:])
+
 
 def relax(
     plan: Plan,
@@ -400,7 +404,7 @@ def relax(
     e.g. expanded, are read in place).
     """
     p = plan
-    out = tuple(torch.empty(batch, int(n), dtype=p.dtype) for n in p.sizes[1:])
+    out = p.states(batch)
     init = tuple(o.numpy() for o in out) if state is None else tuple(_np(s) for s in state)
     weights = _weight_args(p, transposed, den)
     with numba_threads(-(-batch // LANES)) as threads, _slp():
@@ -433,8 +437,7 @@ def relax_phases(
     ``(scale, offset)``, (batch, n_L) and (tiles·batch, n_L). A diverged free phase returns
     its NaN residual and 0 nudged sweeps."""
     p = plan
-    free = tuple(torch.empty(batch, int(n), dtype=p.dtype) for n in p.sizes[1:])
-    nudged = tuple(torch.empty(tiles * batch, int(n), dtype=p.dtype) for n in p.sizes[1:])
+    free, nudged = p.states(batch), p.states(tiles * batch)
     weights = _weight_args(p, transposed, den)
     with numba_threads(-(-tiles * batch // LANES)) as threads, _slp():
         fd, fr, nd, nr = _relax_phases(

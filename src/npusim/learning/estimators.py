@@ -100,9 +100,8 @@ class Contrastive:
     read: Reader | None = None
 
     def __call__(self, model: Network, x: Tensor, target: Tensor) -> GradientEstimate:
-        free = model.relax(x, sweeps=self.sweeps, tol=self.tol)
-        clamped = model.relax(
-            x, free.state, beta=math.inf, target=target, sweeps=self.sweeps, tol=self.tol
+        free, (clamped,) = model.relax_phases(
+            x, target, (math.inf,), sweeps=self.sweeps, tol=self.tol
         )
         grads = _difference(model, x, clamped.state, free.state, 1.0, self.read)
         return GradientEstimate(grads, free, {Phase.FREE: free, Phase.NUDGED_PLUS: clamped})
